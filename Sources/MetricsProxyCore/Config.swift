@@ -1,0 +1,129 @@
+/// The running configuration, as read from proxy.conf. Every default here is the one
+/// documented in the repository's proxy.conf.
+public struct Config: Sendable, Equatable {
+    public struct Listen: Sendable, Equatable {
+        public var tcp: [HostPort] = [HostPort(host: "127.0.0.1", port: 4243)]
+        public var unix: String?
+        public var unixMode: UInt32 = 0o660
+        public var maxBody = 102_400
+        public var idleTimeout: Duration = .seconds(60)
+        public var pathPrefix = ""
+    }
+
+    public struct Upstream: Sendable, Equatable {
+        public var url = UpstreamURL(scheme: .http, host: "127.0.0.1", port: 4242, basePath: "/api")
+        public var token: String?
+        public var mode: UpstreamMode = .bulk
+        public var maxBody = 95 * 1024
+        public var timeout: Duration = .seconds(10)
+        public var gzip = false
+        public var caFile: String?
+        public var tlsVerify = true
+        /// How long a shutdown may spend sending what is left.
+        public var drainTimeout: Duration = .seconds(10)
+    }
+
+    public struct Window: Sendable, Equatable {
+        public var interval: Duration = .seconds(60)
+    }
+
+    public struct Retry: Sendable, Equatable {
+        public var initial: Duration = .seconds(1)
+        public var max: Duration = .seconds(300)
+        /// Fraction of each delay drawn at random, 0…1.
+        public var jitter = 0.2
+    }
+
+    public struct Log: Sendable, Equatable {
+        public var level: LogLevel = .info
+        public var format: LogFormat = .logfmt
+    }
+
+    public var listen = Listen()
+    public var upstream = Upstream()
+    public var window = Window()
+    public var retry = Retry()
+    public var log = Log()
+
+    public init() {}
+}
+
+public struct HostPort: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: UInt16
+
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+public struct UpstreamURL: Sendable, Equatable, CustomStringConvertible {
+    public enum Scheme: String, Sendable { case http, https }
+    public var scheme: Scheme
+    public var host: String
+    public var port: UInt16
+    /// Path before `/client/...`, without a trailing slash (e.g. `/api`).
+    public var basePath: String
+
+    public var description: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        return "\(scheme.rawValue)://\(h):\(port)\(basePath)"
+    }
+
+    /// Parses `http(s)://host[:port][/path]`.
+    public static func parse(_ text: String) -> UpstreamURL? {
+        let scheme: Scheme
+        var rest: Substring
+        if text.lowercased().hasPrefix("https://") { scheme = .https; rest = text.dropFirst(8) }
+        else if text.lowercased().hasPrefix("http://") { scheme = .http; rest = text.dropFirst(7) }
+        else { return nil }
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        let authority = rest[..<slash]
+        var path = String(rest[slash...])
+        while path.hasSuffix("/") { path.removeLast() }
+        guard !authority.isEmpty, !authority.contains("@"), !path.contains("?"), !path.contains("#") else { return nil }
+        guard let hp = HostPort.parse(String(authority), defaultPort: scheme == .https ? 443 : 80) else { return nil }
+        return UpstreamURL(scheme: scheme, host: hp.host, port: hp.port, basePath: path)
+    }
+}
+
+extension HostPort {
+    /// `host:port`, `[v6]:port`, or `host` alone when a default port is given.
+    public static func parse(_ text: String, defaultPort: UInt16? = nil) -> HostPort? {
+        var host: Substring
+        var portText: Substring?
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            let after = text[text.index(after: close)...]
+            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty { return nil }
+        } else if let colon = text.lastIndex(of: ":") {
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+            if host.contains(":") { return nil }
+        } else {
+            host = Substring(text)
+        }
+        guard !host.isEmpty else { return nil }
+        let port: UInt16
+        if let portText {
+            guard let p = UInt16(portText) else { return nil }
+            port = p
+        } else {
+            guard let defaultPort else { return nil }
+            port = defaultPort
+        }
+        return HostPort(host: String(host), port: port)
+    }
+}
+
+public enum LogLevel: Int, Sendable, Comparable {
+    case debug, info, warn, error
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+    public var name: String { ["debug", "info", "warn", "error"][rawValue] }
+}
+
+public enum LogFormat: String, Sendable { case logfmt, json }

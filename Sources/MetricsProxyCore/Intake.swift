@@ -1,0 +1,128 @@
+/// What the listener answers a metrics or register post, decided from its headers and bytes
+/// in the Unleash server's order: body parsing (charset, encoding, size, JSON syntax), then
+/// the token, then the content type, then the schema.
+public struct Intake: Sendable {
+    public enum Kind: Sendable { case metrics, register }
+
+    public enum Outcome: Sendable, Equatable {
+        case metrics(MetricsPost, token: String)
+        case register(Registration, token: String)
+        /// An answer with a JSON body.
+        case refused(status: Int, body: [UInt8])
+        /// A 400 whose body needs a fresh id.
+        case invalid(ValidationFailure)
+    }
+
+    public var maxBody: Int
+    public var upstreamToken: String?
+
+    public init(maxBody: Int, upstreamToken: String?) {
+        self.maxBody = maxBody
+        self.upstreamToken = upstreamToken
+    }
+
+    public func evaluate(_ kind: Kind, contentType: String?, contentEncoding: String?, authorization: String?,
+                         body: UnsafeBufferPointer<UInt8>) -> Outcome {
+        let isJSON = Self.isJSON(contentType)
+        var parsed: Result<Decoded, ValidationFailure>?
+        if isJSON {
+            if let charset = Self.parameter("charset", in: contentType!), !charset.lowercased().hasPrefix("utf-") {
+                return .refused(status: 415, body: Self.message("unsupported charset \"\(charset.uppercased())\""))
+            }
+            let encoding = (contentEncoding ?? "identity").trimmingASCIIWhitespace().lowercased()
+            switch encoding {
+            case "identity", "":
+                guard body.count <= maxBody else { return .refused(status: 413, body: Self.message("request entity too large")) }
+                parsed = decode(kind, body)
+            case "gzip", "x-gzip", "deflate":
+                do throws(BodyInflater.Failure) {
+                    let inflated = try BodyInflater.inflate(body, gzip: encoding != "deflate", limit: maxBody)
+                    parsed = inflated.withUnsafeBufferPointer { decode(kind, $0) }
+                } catch {
+                    guard case .corrupt(let why) = error else {
+                        return .refused(status: 413, body: Self.message("request entity too large"))
+                    }
+                    var f = ValidationFailure(path: "/body", message: "The request body could not be decompressed (\(encoding)): \(why).")
+                    f.isSyntax = true
+                    return .invalid(f)
+                }
+            default:
+                return .refused(status: 415, body: Self.message("unsupported content encoding \"\(encoding)\""))
+            }
+            if case .failure(let f) = parsed, f.isSyntax { return .invalid(f) }
+        }
+        guard let token = upstreamToken ?? Token.fromAuthorization(authorization) else {
+            return .refused(status: 401, body: Self.message(
+                "This endpoint requires an API token. Please add an authorization header to your request with a valid token"))
+        }
+        guard isJSON, let parsed else { return .refused(status: 415, body: Self.contentTypeError(contentType)) }
+        switch parsed {
+        case .failure(let f): return .invalid(f)
+        case .success(.metrics(let post)): return .metrics(post, token: token)
+        case .success(.register(let r)): return .register(r, token: token)
+        }
+    }
+
+    enum Decoded { case metrics(MetricsPost), register(Registration) }
+
+    func decode(_ kind: Kind, _ body: UnsafeBufferPointer<UInt8>) -> Result<Decoded, ValidationFailure> {
+        do throws(ValidationFailure) {
+            switch kind {
+            case .metrics: return .success(.metrics(try MetricsPostDecoder.decode(body)))
+            case .register: return .success(.register(try RegistrationDecoder.decode(body)))
+            }
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// `application/json`, any case, parameters allowed.
+    static func isJSON(_ contentType: String?) -> Bool {
+        guard let ct = contentType else { return false }
+        let mime = ct.split(separator: ";", maxSplits: 1).first.map { $0.trimmingASCIIWhitespace().lowercased() }
+        return mime == "application/json"
+    }
+
+    static func parameter(_ name: String, in header: String) -> String? {
+        for part in header.split(separator: ";").dropFirst() {
+            let kv = part.split(separator: "=", maxSplits: 1)
+            guard kv.count == 2, kv[0].trimmingASCIIWhitespace().lowercased() == name else { continue }
+            var v = kv[1].trimmingASCIIWhitespace()
+            if v.hasPrefix("\""), v.hasSuffix("\""), v.count >= 2 { v = String(v.dropFirst().dropLast()) }
+            return v
+        }
+        return nil
+    }
+
+    /// `{"message": …}`, the body-parser and token errors' shape.
+    public static func message(_ text: String) -> [UInt8] {
+        var w = JSONWriter()
+        w.beginObject(); w.key("message"); w.string(text); w.endObject()
+        return w.bytes
+    }
+
+    static func contentTypeError(_ contentType: String?) -> [UInt8] {
+        let given = contentType.map { $0.isEmpty ? "you didn't provide one" : $0 } ?? "you didn't provide one"
+        let text = "We do not accept the content-type you provided (\(given)). Try using one of the content-types we do accept instead (application/json) and make sure the body is in the corresponding format."
+        var w = JSONWriter()
+        w.beginObject()
+        w.key("id"); w.string(UUID4.make())
+        w.key("name"); w.string("ContentTypeError")
+        w.key("message"); w.string(text)
+        w.key("details"); w.beginArray(); w.beginObject(); w.key("message"); w.string(text); w.endObject(); w.endArray()
+        w.endObject()
+        return w.bytes
+    }
+}
+
+/// Random version-4 UUIDs for error ids.
+public enum UUID4 {
+    public static func make() -> String {
+        var g = SystemRandomNumberGenerator()
+        var bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }
+        bytes[6] = bytes[6] & 0x0F | 0x40
+        bytes[8] = bytes[8] & 0x3F | 0x80
+        let hex = bytes.map { b -> String in let s = String(b, radix: 16); return s.count == 1 ? "0" + s : s }
+        return hex[0..<4].joined() + "-" + hex[4..<6].joined() + "-" + hex[6..<8].joined() + "-" + hex[8..<10].joined() + "-" + hex[10..<16].joined()
+    }
+}

@@ -1,0 +1,65 @@
+/// Writes compact JSON into bytes, placing commas itself. Used for every body the proxy makes.
+public struct JSONWriter {
+    public private(set) var bytes: [UInt8] = []
+    /// One flag per open container: whether it already holds a value.
+    private var hasValue: [Bool] = []
+    private var afterKey = false
+
+    public init(capacity: Int = 256) { bytes.reserveCapacity(capacity) }
+
+    private mutating func separate() {
+        if afterKey { afterKey = false; return }
+        if let last = hasValue.last {
+            if last { bytes.append(UInt8(ascii: ",")) }
+            hasValue[hasValue.count - 1] = true
+        }
+    }
+
+    public mutating func beginObject() { separate(); bytes.append(UInt8(ascii: "{")); hasValue.append(false) }
+    public mutating func endObject() { hasValue.removeLast(); bytes.append(UInt8(ascii: "}")) }
+    public mutating func beginArray() { separate(); bytes.append(UInt8(ascii: "[")); hasValue.append(false) }
+    public mutating func endArray() { hasValue.removeLast(); bytes.append(UInt8(ascii: "]")) }
+
+    public mutating func key(_ k: String) {
+        separate()
+        appendQuoted(k)
+        bytes.append(UInt8(ascii: ":"))
+        afterKey = true
+    }
+
+    public mutating func string(_ s: String) { separate(); appendQuoted(s) }
+    public mutating func int(_ v: Int64) { separate(); bytes.append(contentsOf: String(v).utf8) }
+    public mutating func double(_ v: Double) {
+        separate()
+        if v.isFinite, v == v.rounded(), abs(v) < 9.007e15 {
+            bytes.append(contentsOf: String(Int64(v)).utf8)
+        } else {
+            bytes.append(contentsOf: (v.isFinite ? String(v) : "null").utf8)
+        }
+    }
+    public mutating func bool(_ v: Bool) { separate(); bytes.append(contentsOf: (v ? "true" : "false").utf8) }
+    public mutating func null() { separate(); bytes.append(contentsOf: "null".utf8) }
+
+    /// Appends an already-encoded JSON value.
+    public mutating func raw(_ json: [UInt8]) { separate(); bytes.append(contentsOf: json) }
+
+    private mutating func appendQuoted(_ s: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "\""): bytes.append(UInt8(ascii: "\\")); bytes.append(b)
+            case UInt8(ascii: "\\"): bytes.append(UInt8(ascii: "\\")); bytes.append(b)
+            case 0x0A: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "n"))
+            case 0x0D: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "r"))
+            case 0x09: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "t"))
+            case 0..<0x20:
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                bytes.append(contentsOf: "\\u00".utf8)
+                bytes.append(hex[Int(b >> 4)])
+                bytes.append(hex[Int(b & 0xF)])
+            default: bytes.append(b)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+}

@@ -1,0 +1,109 @@
+/// One SDK's `POST /api/client/register`, validated.
+public struct Registration: Sendable, Equatable {
+    public var appName: String
+    public var instanceId: String
+    public var sdk: SDKMetadata
+    public var interval: Double
+    /// Epoch ms.
+    public var started: Int64
+    public var strategies: [String]
+}
+
+public enum RegistrationDecoder {
+    /// The server's rules: `appName` (non-empty), `interval` (number ≥ 0), `started` (date) and
+    /// `strategies` (array; non-strings dropped) are required; unknown fields are ignored.
+    public static func decode(_ body: UnsafeBufferPointer<UInt8>) throws(ValidationFailure) -> Registration {
+        var d = Decoding(scanner: JSONScanner(body))
+        return try d.complete { d throws(DecodeStop) in try d.registration() }
+    }
+}
+
+extension Decoding {
+    mutating func registration() throws(DecodeStop) -> Registration {
+        scanner.skipWhitespace()
+        if scanner.isAtEnd { throw .invalid(.required("/body/appName")) }
+        guard try kind() == .object else {
+            let sent = try skipAndShow()
+            try finish()
+            throw .invalid(.invalid("/body", "must be object", sent: sent))
+        }
+        var appName: String?, instanceId: String?, interval: Double?, started: Int64?, strategies: [String]?
+        var sdk = SDKMetadata()
+        try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "{")) }
+        var first = true
+        while try run({ s throws(JSONSyntaxError) in try s.nextMember(first: first) }) {
+            first = false
+            let key = try run { s throws(JSONSyntaxError) in try s.readKey() }
+            if keyIs(key, "appName") { appName = try string("/body/appName") }
+            else if keyIs(key, "instanceId") { instanceId = try string("/body/instanceId") }
+            else if keyIs(key, "sdkVersion") { sdk.sdkVersion = try string("/body/sdkVersion") }
+            else if keyIs(key, "platformName") { sdk.platformName = try string("/body/platformName") }
+            else if keyIs(key, "platformVersion") { sdk.platformVersion = try string("/body/platformVersion") }
+            else if keyIs(key, "yggdrasilVersion") { sdk.yggdrasilVersion = try string("/body/yggdrasilVersion") }
+            else if keyIs(key, "specVersion") { sdk.specVersion = try string("/body/specVersion") }
+            else if keyIs(key, "connectionId") { sdk.connectionId = try string("/body/connectionId") }
+            else if keyIs(key, "sdkFlavor") { sdk.sdkFlavor = try string("/body/sdkFlavor", maxLength: 256) }
+            else if keyIs(key, "sdkFlavorVersion") { sdk.sdkFlavorVersion = try string("/body/sdkFlavorVersion", maxLength: 32) }
+            else if keyIs(key, "interval") { interval = try number("/body/interval") }
+            else if keyIs(key, "started") { started = try date("/body/started", fractions: true) }
+            else if keyIs(key, "strategies") { strategies = try stringArray("/body/strategies") }
+            else { try run { s throws(JSONSyntaxError) in try s.skipValue() } }
+        }
+        try finish()
+        guard let appName else { throw .invalid(.required("/body/appName")) }
+        guard interval != nil || failure != nil else { throw .invalid(.required("/body/interval")) }
+        guard started != nil || failure != nil else { throw .invalid(.required("/body/started")) }
+        guard strategies != nil || failure != nil else { throw .invalid(.required("/body/strategies")) }
+        if let failure { throw .invalid(failure) }
+        if appName.isEmpty { throw .invalid(.invalid("/body/appName", "must not be empty", sent: "\"\"")) }
+        let instance = (instanceId?.isEmpty ?? true) ? "default" : instanceId!
+        return Registration(appName: appName, instanceId: instance, sdk: sdk, interval: interval!,
+                            started: started!, strategies: strategies!)
+    }
+
+    /// A number ≥ 0 (Ajv coercion as for counts, fractions allowed).
+    mutating func number(_ path: String) throws(DecodeStop) -> Double? {
+        scanner.skipWhitespace()
+        let start = scanner.position
+        var value: Double
+        switch try kind() {
+        case .number: value = try run { s throws(JSONSyntaxError) in try s.readNumber() }.doubleValue
+        case .string:
+            let t = try run { s throws(JSONSyntaxError) in try s.readString() }.trimmingASCIIWhitespace()
+            guard !t.isEmpty, let v = Double(t) else {
+                record(.invalid(path, "must be number", sent: scanner.text(from: start)))
+                return nil
+            }
+            value = v
+        case .bool: value = try run { s throws(JSONSyntaxError) in try s.readBool() } ? 1 : 0
+        case .null: try run { s throws(JSONSyntaxError) in try s.readNull() }; value = 0
+        case .object, .array:
+            record(.invalid(path, "must be number", sent: try skipAndShow()))
+            return nil
+        }
+        guard value.isFinite, value >= 0 else {
+            record(.invalid(path, "must be >= 0", sent: scanner.text(from: start)))
+            return nil
+        }
+        return value
+    }
+
+    mutating func stringArray(_ path: String) throws(DecodeStop) -> [String]? {
+        guard try kind() == .array else {
+            record(.invalid(path, "must be array", sent: try skipAndShow()))
+            return nil
+        }
+        var out: [String] = []
+        try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "[")) }
+        var first = true
+        while try run({ s throws(JSONSyntaxError) in try s.nextElement(first: first) }) {
+            first = false
+            if try kind() == .string {
+                out.append(try run { s throws(JSONSyntaxError) in try s.readString() })
+            } else {
+                try run { s throws(JSONSyntaxError) in try s.skipValue() }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,51 @@
+/// Which handler a request goes to, from its method and path (DESIGN §3). Paths match as the
+/// Unleash server matches them: case-insensitive, repeated slashes collapsed, a trailing slash
+/// ignored, under an optional prefix.
+public struct Router: Sendable {
+    public enum Route: Sendable, Equatable {
+        case metrics, register, health, ready
+        case methodNotAllowed(allow: String)
+        /// Another `/api/...` request, for the upstream.
+        case forward
+        case notFound
+    }
+
+    public var prefix: String
+
+    public init(prefix: String) { self.prefix = prefix.lowercased() }
+
+    public func route(method: String, uri: String) -> Route {
+        var path = Self.normalize(uri)
+        if !prefix.isEmpty {
+            guard path == prefix || path.hasPrefix(prefix + "/") else { return .notFound }
+            path = String(path.dropFirst(prefix.count))
+            if path.isEmpty { path = "/" }
+        }
+        switch path {
+        case "/api/client/metrics": return method == "POST" ? .metrics : .methodNotAllowed(allow: "POST")
+        case "/api/client/register": return method == "POST" ? .register : .methodNotAllowed(allow: "POST")
+        case "/healthz": return method == "GET" || method == "HEAD" ? .health : .methodNotAllowed(allow: "GET, HEAD")
+        case "/readyz": return method == "GET" || method == "HEAD" ? .ready : .methodNotAllowed(allow: "GET, HEAD")
+        default: return path.hasPrefix("/api/") ? .forward : .notFound
+        }
+    }
+
+    /// The path without query, lower-cased, slashes collapsed, no trailing slash.
+    public static func normalize(_ uri: String) -> String {
+        let pathPart = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        var out = ""
+        out.reserveCapacity(pathPart.utf8.count)
+        var lastSlash = false
+        for c in pathPart.lowercased() {
+            if c == "/" {
+                if lastSlash { continue }
+                lastSlash = true
+            } else {
+                lastSlash = false
+            }
+            out.append(c)
+        }
+        if out.count > 1, out.hasSuffix("/") { out.removeLast() }
+        return out.isEmpty ? "/" : out
+    }
+}

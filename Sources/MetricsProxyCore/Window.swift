@@ -1,0 +1,112 @@
+/// The open window: every accepted post merged by (token, appName, environment, featureName,
+/// UTC hour of `bucket.stop`), and every instance seen. Memory grows with distinct keys, not
+/// with posts. The environment follows from the token, so it is not stored twice.
+public struct Window: Sendable {
+    /// The counts of one (token, appName, hour): per feature, yes, no and each variant summed.
+    public struct Group: Sendable, Equatable {
+        public var toggles: [String: Counts] = [:]
+        /// Earliest `start` and latest `stop` merged into this group (epoch ms).
+        public var start: Int64
+        public var stop: Int64
+    }
+
+    public struct Counts: Sendable, Equatable {
+        public var yes: Int64 = 0
+        public var no: Int64 = 0
+        public var variants: [String: Int64] = [:]
+
+        public init(yes: Int64 = 0, no: Int64 = 0, variants: [String: Int64] = [:]) {
+            self.yes = yes
+            self.no = no
+            self.variants = variants
+        }
+    }
+
+    public struct GroupKey: Hashable, Sendable {
+        public var token: String
+        public var appName: String
+        /// Start of the UTC hour of `bucket.stop`, epoch ms.
+        public var hour: Int64
+    }
+
+    public struct InstanceKey: Hashable, Sendable {
+        public var token: String
+        public var appName: String
+        public var instanceId: String
+    }
+
+    /// One SDK instance as it goes upstream in `applications[]`.
+    public struct Instance: Sendable, Equatable {
+        public var sdk: SDKMetadata
+        /// The SDK's metrics interval as it reported it (`/register` body or `unleash-interval`).
+        public var interval: Double?
+        /// When the SDK started (`/register`), else when the proxy first saw it (epoch ms).
+        public var started: Int64
+        public var strategies: [String]
+    }
+
+    public private(set) var groups: [GroupKey: Group] = [:]
+    public private(set) var instances: [InstanceKey: Instance] = [:]
+    /// Distinct (token, appName, hour, featureName) keys.
+    public private(set) var keyCount = 0
+    /// When this window opened (epoch ms).
+    public let opened: Int64
+
+    public init(opened: Int64) { self.opened = opened }
+
+    public var isEmpty: Bool { groups.isEmpty && instances.isEmpty }
+
+    /// Merges an accepted post. `interval` is the `unleash-interval` header, if any.
+    public mutating func merge(_ post: MetricsPost, token: String, interval: Double?, now: Int64) {
+        noteInstance(token: token, appName: post.appName, instanceId: post.instanceId, sdk: post.sdk,
+                     interval: interval, started: nil, strategies: nil, now: now)
+        guard let bucket = post.bucket else { return }
+        let key = GroupKey(token: token, appName: post.appName, hour: Timestamp.hourStart(bucket.stop))
+        var added = 0
+        func apply(_ group: inout Group) {
+            group.start = min(group.start, bucket.start)
+            group.stop = max(group.stop, bucket.stop)
+            for t in bucket.toggles where t.yes != 0 || t.no != 0 {
+                if group.toggles[t.name] == nil { added += 1 }
+                group.toggles[t.name, default: Counts()].add(t)
+            }
+        }
+        // The default-value subscript mutates in place: the group's dictionaries are not copied.
+        apply(&groups[key, default: Group(start: bucket.start, stop: bucket.stop)])
+        keyCount += added
+    }
+
+    /// Records a registration (`/register`) or an instance seen on a metrics post.
+    public mutating func noteInstance(token: String, appName: String, instanceId: String, sdk: SDKMetadata,
+                                      interval: Double?, started: Int64?, strategies: [String]?, now: Int64) {
+        let key = InstanceKey(token: token, appName: appName, instanceId: instanceId)
+        if var existing = instances[key] {
+            var merged = sdk
+            merged.fillGaps(from: existing.sdk)
+            existing.sdk = merged
+            if let interval { existing.interval = interval }
+            if let started { existing.started = started }
+            if let strategies { existing.strategies = strategies }
+            instances[key] = existing
+        } else {
+            instances[key] = Instance(sdk: sdk, interval: interval, started: started ?? now, strategies: strategies ?? [])
+        }
+    }
+}
+
+extension Window.Counts {
+    mutating func add(_ t: ToggleCounts) {
+        yes = yes.addingSaturating(t.yes)
+        no = no.addingSaturating(t.no)
+        for v in t.variants where v.count != 0 {
+            variants[v.name, default: 0] = variants[v.name, default: 0].addingSaturating(v.count)
+        }
+    }
+}
+
+extension Int64 {
+    func addingSaturating(_ other: Int64) -> Int64 {
+        let (r, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : r
+    }
+}
