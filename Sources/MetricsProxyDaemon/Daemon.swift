@@ -1,0 +1,166 @@
+import CLibevent
+import Glibc
+import MetricsProxyCore
+
+/// The running proxy: one loop, the listeners, the open window, the forwarder. Callbacks only
+/// carry out what the core decides.
+public final class Daemon {
+    private let config: Config
+    private let log: Logger
+    private let loop: EventLoop
+    private var server: HTTPServer!
+    private let forwarder: Forwarder
+    private let router: Router
+    private let intake: Intake
+    private let builder: BatchBuilder
+    private var window: Window
+    private var windowSequence: UInt64 = 0
+    private var windowTimer: LoopEvent!
+    private var drainTimer: LoopEvent!
+    private var signals: [LoopEvent] = []
+    private var shuttingDown = false
+    private var postsInWindow = 0
+
+    /// In-memory outbox cap until the disk spool exists.
+    static let outboxMaxBytes = 64 << 20
+
+    public init(config: Config, log: Logger) throws(StartupError) {
+        self.config = config
+        self.log = log
+        loop = try EventLoop()
+        let client = try UpstreamClient(loop: loop, config: config.upstream)
+        forwarder = Forwarder(loop: loop, client: client, policy: RetryPolicy(config.retry),
+                              maxBytes: Self.outboxMaxBytes, gzip: config.upstream.gzip, log: log)
+        router = Router(prefix: config.listen.pathPrefix)
+        intake = Intake(maxBody: config.listen.maxBody, upstreamToken: config.upstream.token)
+        builder = BatchBuilder(mode: config.upstream.mode, maxBody: config.upstream.maxBody)
+        window = Window(opened: nowMillis())
+        server = try HTTPServer(loop: loop, maxBody: config.listen.maxBody,
+                                idleTimeout: config.listen.idleTimeout.milliseconds) { [unowned self] in self.handle($0) }
+        for hp in config.listen.tcp { try server.listenTCP(hp) }
+        if let path = config.listen.unix { try server.listenUnix(path: path, mode: config.listen.unixMode) }
+        windowTimer = LoopEvent(loop: loop) { [unowned self] in self.windowElapsed() }
+        drainTimer = LoopEvent(loop: loop) { [unowned self] in self.drainDeadline() }
+        for sig in [SIGTERM, SIGINT] {
+            signals.append(LoopEvent(loop: loop, signal: sig) { [unowned self] in self.shutdown(signal: sig) })
+        }
+        if config.upstream.url.scheme == .https && !config.upstream.tlsVerify {
+            log.warn("TLS verification is OFF for the upstream: anyone on the path can read tokens and metrics",
+                     [("upstream", config.upstream.url.description)])
+        }
+    }
+
+    /// Serves until SIGTERM/SIGINT and a drain; returns the exit status.
+    public func run() -> Int32 {
+        signal(SIGPIPE, SIG_IGN)
+        windowTimer.schedule(afterMillis: config.window.interval.milliseconds)
+        log.info("listening", [("addresses", server.addresses.joined(separator: ",")),
+                               ("upstream", config.upstream.url.description), ("mode", config.upstream.mode.rawValue),
+                               ("window", "\(config.window.interval.milliseconds)ms"), ("version", Version.string)])
+        loop.run()
+        let left = forwarder.outbox.count
+        if left > 0 {
+            log.error("exiting with batches not delivered", [("batches", "\(left)")])
+        }
+        log.info("stopped", [("delivered", "\(forwarder.delivered)")])
+        return 0
+    }
+
+    // MARK: requests
+
+    private func handle(_ req: HTTPRequest) {
+        switch router.route(method: req.method, uri: req.uri) {
+        case .metrics: ingest(req, .metrics)
+        case .register: ingest(req, .register)
+        case .health: req.reply(200, Array("ok\n".utf8), contentType: "text/plain")
+        case .ready:
+            if shuttingDown {
+                req.reply(503, Array("shutting down\n".utf8), contentType: "text/plain")
+            } else {
+                req.reply(200, Array("ready\n".utf8), contentType: "text/plain")
+            }
+        case .methodNotAllowed(let allow):
+            req.reply(405, Intake.message("Method \(req.method) is not allowed here; use \(allow)"), headers: [("Allow", allow)])
+        case .forward:
+            req.reply(501, Intake.message("metrics-proxy does not forward \(Router.normalize(req.uri)) to the upstream yet"))
+        case .notFound:
+            req.reply(404, Intake.message("Not found: \(Router.normalize(req.uri))"))
+        }
+    }
+
+    private func ingest(_ req: HTTPRequest, _ kind: Intake.Kind) {
+        if shuttingDown {
+            // The window is already closed: a post now would be lost. The SDK keeps it and retries.
+            req.reply(503, Intake.message("metrics-proxy is shutting down"), headers: [("Connection", "close")])
+            return
+        }
+        let outcome = req.withBody { body in
+            intake.evaluate(kind, contentType: req.header("Content-Type"), contentEncoding: req.header("Content-Encoding"),
+                            authorization: req.header("Authorization"), body: body)
+        }
+        let now = nowMillis()
+        switch outcome {
+        case .metrics(let post, let token):
+            window.merge(post, token: token, interval: req.header("unleash-interval").flatMap(Double.init), now: now)
+            postsInWindow += 1
+            req.reply(202)
+        case .register(let r, let token):
+            var sdk = r.sdk
+            if sdk.sdkVersion == nil { sdk.sdkVersion = req.header("unleash-sdk") }
+            if sdk.connectionId == nil { sdk.connectionId = req.header("unleash-connection-id") }
+            window.noteInstance(token: token, appName: r.appName, instanceId: r.instanceId, sdk: sdk, interval: r.interval,
+                                started: r.started, strategies: r.strategies, now: now)
+            req.reply(202)
+        case .refused(let status, let body):
+            log.debug("post refused", [("status", "\(status)"), ("path", Router.normalize(req.uri))])
+            req.reply(Int32(status), body)
+        case .invalid(let failure):
+            log.debug("post invalid", [("path", Router.normalize(req.uri)), ("reason", failure.message)])
+            req.reply(400, failure.responseBody(id: UUID4.make()))
+        }
+    }
+
+    // MARK: windows
+
+    private func windowElapsed() {
+        closeWindow()
+        windowTimer.schedule(afterMillis: config.window.interval.milliseconds)
+    }
+
+    private func closeWindow() {
+        let now = nowMillis()
+        guard !window.isEmpty else { window = Window(opened: now); return }
+        windowSequence += 1
+        let batches = builder.batches(from: window, sequence: windowSequence, closedAt: now)
+        log.info("window closed", [("window", "\(windowSequence)"), ("posts", "\(postsInWindow)"),
+                                   ("keys", "\(window.keyCount)"), ("instances", "\(window.instances.count)"),
+                                   ("batches", "\(batches.count)")])
+        window = Window(opened: now)
+        postsInWindow = 0
+        forwarder.enqueue(batches)
+    }
+
+    // MARK: shutdown
+
+    private func shutdown(signal: Int32) {
+        let name = signal == SIGTERM ? "SIGTERM" : "SIGINT"
+        if shuttingDown {
+            log.warn("second signal, exiting without waiting for the upstream", [("signal", name)])
+            loop.stop()
+            return
+        }
+        shuttingDown = true
+        log.info("shutting down", [("signal", name), ("drain_timeout_ms", "\(config.upstream.drainTimeout.milliseconds)")])
+        server.stopAccepting()
+        windowTimer.cancel()
+        closeWindow()
+        forwarder.onDrained = { [unowned self] in self.loop.stop() }
+        drainTimer.schedule(afterMillis: config.upstream.drainTimeout.milliseconds)
+        forwarder.pump()
+    }
+
+    private func drainDeadline() {
+        log.warn("drain timeout reached", [("batches_left", "\(forwarder.outbox.count)")])
+        loop.stop()
+    }
+}

@@ -1,0 +1,71 @@
+import CLibevent
+
+/// A borrowed view of one `evhttp_request` being served. libevent owns the request; it is
+/// valid until `reply` is called, which must happen exactly once.
+struct HTTPRequest {
+    let raw: OpaquePointer
+
+    var method: String {
+        switch evhttp_request_get_command(raw) {
+        case EVHTTP_REQ_GET: return "GET"
+        case EVHTTP_REQ_POST: return "POST"
+        case EVHTTP_REQ_HEAD: return "HEAD"
+        case EVHTTP_REQ_PUT: return "PUT"
+        case EVHTTP_REQ_DELETE: return "DELETE"
+        case EVHTTP_REQ_OPTIONS: return "OPTIONS"
+        case EVHTTP_REQ_PATCH: return "PATCH"
+        case EVHTTP_REQ_TRACE: return "TRACE"
+        case EVHTTP_REQ_CONNECT: return "CONNECT"
+        default: return "UNKNOWN"
+        }
+    }
+
+    var uri: String { evhttp_request_get_uri(raw).map { String(cString: $0) } ?? "/" }
+
+    /// A request header, matched case-insensitively (libevent compares names that way).
+    func header(_ name: String) -> String? {
+        guard let headers = evhttp_request_get_input_headers(raw),
+              let v = evhttp_find_header(headers, name) else { return nil }
+        return String(cString: v)
+    }
+
+    /// Calls `body` with the request body as one contiguous buffer.
+    func withBody<T>(_ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
+        guard let buf = evhttp_request_get_input_buffer(raw) else { return body(UnsafeBufferPointer(start: nil, count: 0)) }
+        let n = evbuffer_get_length(buf)
+        guard n > 0, let p = evbuffer_pullup(buf, -1) else { return body(UnsafeBufferPointer(start: nil, count: 0)) }
+        return body(UnsafeBufferPointer(start: p, count: n))
+    }
+
+    /// Sends the answer. A JSON body gets its content type; errors keep keep-alive (we never
+    /// use evhttp_send_error, which drops headers and closes the connection).
+    func reply(_ status: Int32, _ body: [UInt8] = [], contentType: String? = "application/json", headers: [(String, String)] = []) {
+        let out = evhttp_request_get_output_headers(raw)
+        if !body.isEmpty, let contentType { evhttp_add_header(out, "Content-Type", contentType) }
+        for (k, v) in headers { evhttp_add_header(out, k, v) }
+        if body.isEmpty {
+            evhttp_send_reply(raw, status, reason(status), nil)
+            return
+        }
+        let buf = evbuffer_new()
+        body.withUnsafeBytes { _ = evbuffer_add(buf, $0.baseAddress, $0.count) }
+        evhttp_send_reply(raw, status, reason(status), buf)
+        evbuffer_free(buf)
+    }
+
+    private func reason(_ status: Int32) -> String {
+        switch status {
+        case 200: return "OK"
+        case 202: return "Accepted"
+        case 400: return "Bad Request"
+        case 401: return "Unauthorized"
+        case 404: return "Not Found"
+        case 405: return "Method Not Allowed"
+        case 413: return "Payload Too Large"
+        case 415: return "Unsupported Media Type"
+        case 502: return "Bad Gateway"
+        case 503: return "Service Unavailable"
+        default: return "Status"
+        }
+    }
+}

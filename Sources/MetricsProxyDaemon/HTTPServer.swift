@@ -1,0 +1,117 @@
+import CLibevent
+import Glibc
+import MetricsProxyCore
+
+/// Owns the `evhttp` and its listening sockets (TCP and Unix), and hands every request to
+/// `handle`, on the loop thread.
+final class HTTPServer {
+    private let http: OpaquePointer
+    private let handle: (HTTPRequest) -> Void
+    private var bound: [OpaquePointer] = []
+    private var unixPath: String?
+    /// What each listener is bound to, for logs and tests (`127.0.0.1:43127`, `unix:/path`).
+    private(set) var addresses: [String] = []
+
+    init(loop: EventLoop, maxBody: Int, idleTimeout: Int64, handle: @escaping (HTTPRequest) -> Void) throws(StartupError) {
+        guard let http = evhttp_new(loop.base) else { throw StartupError("cannot create the HTTP server") }
+        self.http = http
+        self.handle = handle
+        evhttp_set_max_body_size(http, maxBody)
+        evhttp_set_timeout(http, Int32(max(1, idleTimeout / 1000)))
+        // An empty 202 carries no Content-Type, as the Unleash server's does (libevent would
+        // otherwise add text/html).
+        evhttp_set_default_content_type(http, nil)
+        // Let every method through so known paths can answer 405 with Allow (libevent says 501).
+        let methods = EVHTTP_REQ_GET.rawValue | EVHTTP_REQ_POST.rawValue | EVHTTP_REQ_HEAD.rawValue
+            | EVHTTP_REQ_PUT.rawValue | EVHTTP_REQ_DELETE.rawValue | EVHTTP_REQ_OPTIONS.rawValue
+            | EVHTTP_REQ_PATCH.rawValue
+        evhttp_set_allowed_methods(http, UInt16(methods))
+        // `self` outlives the evhttp, which is freed in deinit: an unretained pointer is safe.
+        evhttp_set_gencb(http, { req, arg in
+            guard let req else { return }
+            Unmanaged<HTTPServer>.fromOpaque(arg!).takeUnretainedValue().handle(HTTPRequest(raw: req))
+        }, Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    deinit {
+        evhttp_free(http)
+        removeUnixSocketFile()
+    }
+
+    func listenTCP(_ hp: HostPort) throws(StartupError) {
+        guard let handle = evhttp_bind_socket_with_handle(http, hp.host, hp.port) else {
+            throw StartupError("cannot listen on \(hp): \(String(cString: strerror(errno)))")
+        }
+        bound.append(handle)
+        let fd = evhttp_bound_socket_get_fd(handle)
+        var ss = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let port: UInt16 = withUnsafeMutablePointer(to: &ss) { p in
+            _ = p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+            if p.pointee.ss_family == sa_family_t(AF_INET6) {
+                return p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) }
+            }
+            return p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+        }
+        addresses.append(HostPort(host: hp.host, port: port).description)
+    }
+
+    /// Binds a Unix socket with `mode`. A stale socket file is replaced; a live one (another
+    /// process answers on it) is an error, as is any other kind of file at the path.
+    func listenUnix(path: String, mode: UInt32) throws(StartupError) {
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+                throw StartupError("cannot listen on unix:\(path): a file that is not a socket is in the way")
+            }
+            if Self.socketAnswers(path) {
+                throw StartupError("cannot listen on unix:\(path): another process is listening on it")
+            }
+            unlink(path)
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw StartupError("cannot create a Unix socket: \(String(cString: strerror(errno)))") }
+        var addr = sockaddr_un()
+        guard mp_unix_sockaddr(&addr, path) == 0 else { close(fd); throw StartupError("unix socket path too long: \(path)") }
+        let ok = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard ok == 0 else {
+            let why = String(cString: strerror(errno))
+            close(fd)
+            throw StartupError("cannot listen on unix:\(path): \(why)")
+        }
+        unixPath = path
+        guard chmod(path, mode_t(mode)) == 0, listen(fd, 511) == 0, evutil_make_socket_nonblocking(fd) == 0,
+              let handle = evhttp_accept_socket_with_handle(http, fd) else {
+            let why = String(cString: strerror(errno))
+            close(fd)
+            throw StartupError("cannot listen on unix:\(path): \(why)")
+        }
+        bound.append(handle)
+        addresses.append("unix:\(path)")
+    }
+
+    /// Stops accepting new connections; requests already read are still answered.
+    func stopAccepting() {
+        for handle in bound { evhttp_del_accept_socket(http, handle) }
+        bound = []
+        removeUnixSocketFile()
+    }
+
+    private func removeUnixSocketFile() {
+        if let unixPath { unlink(unixPath) }
+        unixPath = nil
+    }
+
+    private static func socketAnswers(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        guard mp_unix_sockaddr(&addr, path) == 0 else { return false }
+        return withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        } == 0
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+
+/// The recording fake Unleash (Tests/Fixtures/fake_upstream.py), over HTTP or HTTPS.
+final class FakeUpstream {
+    struct Recorded {
+        var method: String
+        var path: String
+        var headers: [(String, String)]
+        var body: String
+        var status: Int
+
+        func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
+        var json: [String: Any] { ((try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]) ?? [:] }
+    }
+
+    let process = Process()
+    let dir: URL
+    private(set) var port: UInt16 = 0
+
+    /// With `cert`/`key`, serves HTTPS.
+    init(cert: String? = nil, key: String? = nil) throws {
+        dir = Paths.tempDir("upstream")
+        let portFile = dir.appendingPathComponent("port").path
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        var args = ["python3", Paths.fixtures.appendingPathComponent("fake_upstream.py").path,
+                    "--host", "127.0.0.1", "--port", "0", "--port-file", portFile]
+        if let cert, let key { args += ["--cert", cert, "--key", key] }
+        process.arguments = args
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        waitFor("the fake upstream to listen") { FileManager.default.fileExists(atPath: portFile) }
+        port = UInt16((try String(contentsOfFile: portFile, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines))!
+        // The control API is plain HTTP only when the upstream is; over TLS the tests read
+        // what was recorded through the same TLS port with curl-free checks in Python.
+        isTLS = cert != nil
+    }
+
+    let isTLS: Bool
+
+    deinit {
+        if process.isRunning { process.terminate(); process.waitUntilExit() }
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    var url: String { "\(isTLS ? "https" : "http")://127.0.0.1:\(port)/api" }
+
+    private func control(_ method: String, _ path: String, body: String = "") throws -> HTTPClient.Response {
+        precondition(!isTLS, "use requestsOverTLS for an HTTPS fake upstream")
+        let c = HTTPClient(.tcp("127.0.0.1", port))
+        return try c.request(method, path, headers: [("Content-Type", "application/json")], body: Array(body.utf8))
+    }
+
+    func requests(path: String? = nil) throws -> [Recorded] {
+        let r: HTTPClient.Response
+        if isTLS {
+            r = try tlsControl("/_control/requests")
+        } else {
+            r = try control("GET", "/_control/requests")
+        }
+        let list = (try JSONSerialization.jsonObject(with: Data(r.body)) as? [[String: Any]]) ?? []
+        return list.map { d in
+            Recorded(method: d["method"] as? String ?? "", path: d["path"] as? String ?? "",
+                     headers: (d["headers"] as? [[String]] ?? []).map { ($0[0], $0[1]) },
+                     body: d["body"] as? String ?? "", status: d["status"] as? Int ?? 0)
+        }.filter { path == nil || $0.path == path }
+    }
+
+    /// Scripted answers, e.g. `[["status": 503, "repeat": 2]]`.
+    func script(_ answers: [[String: Any]]) throws {
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["answers": answers]), as: UTF8.self)
+        _ = try control("POST", "/_control/script", body: body)
+    }
+
+    func reset() throws { _ = try control("POST", "/_control/reset") }
+
+    /// Reads the control API of an HTTPS fake upstream with curl, trusting any certificate
+    /// (this is the test reading its own fake, not the proxy's TLS path).
+    private func tlsControl(_ path: String) throws -> HTTPClient.Response {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["curl", "-sk", "https://127.0.0.1:\(port)\(path)"]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return HTTPClient.Response(status: 200, headers: [], body: Array(data))
+    }
+}

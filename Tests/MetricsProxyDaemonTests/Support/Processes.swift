@@ -1,0 +1,130 @@
+import Foundation
+import XCTest
+
+/// Where the repository and the built binary are.
+enum Paths {
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+    static let fixtures = repo.appendingPathComponent("Tests/Fixtures")
+    /// `metrics-proxy` next to the test bundle, unless METRICS_PROXY_BIN says otherwise.
+    static var binary: URL {
+        if let p = ProcessInfo.processInfo.environment["METRICS_PROXY_BIN"] { return URL(fileURLWithPath: p) }
+        let exe = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        return exe.deletingLastPathComponent().appendingPathComponent("metrics-proxy")
+    }
+
+    static func tempDir(_ name: String) -> URL {
+        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("mp-\(name)-\(UUID().uuidString.prefix(8))")
+        try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes: waiting on an event, never a fixed sleep.
+@discardableResult
+func waitFor(_ what: String, timeout: TimeInterval = 10, file: StaticString = #filePath, line: UInt = #line,
+             _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return true }
+        usleep(20_000)
+    }
+    XCTFail("timed out after \(timeout)s waiting for \(what)", file: file, line: line)
+    return false
+}
+
+/// The real `metrics-proxy` binary, started with a config file written for the test.
+final class ProxyProcess {
+    let process = Process()
+    let dir: URL
+    let logURL: URL
+    let configURL: URL
+    private(set) var tcpPort: UInt16 = 0
+    let unixPath: String
+
+    /// `config` is proxy.conf text; `{UNIX}` in it is replaced by a socket path in a temp dir.
+    init(config: String, name: String = "proxy", environment: [String: String] = [:], waitUntilListening: Bool = true) throws {
+        dir = Paths.tempDir(name)
+        unixPath = dir.appendingPathComponent("proxy.sock").path
+        configURL = dir.appendingPathComponent("proxy.conf")
+        logURL = dir.appendingPathComponent("proxy.log")
+        try config.replacingOccurrences(of: "{UNIX}", with: unixPath).write(to: configURL, atomically: true, encoding: .utf8)
+        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        process.executableURL = Paths.binary
+        process.arguments = ["--config", configURL.path]
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        process.standardError = try FileHandle(forWritingTo: logURL)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        if waitUntilListening {
+            waitFor("the proxy to listen", timeout: 15) { log.contains("event=listening") || !process.isRunning }
+            guard let line = log.split(separator: "\n").first(where: { $0.contains("event=listening") }) else {
+                throw HTTPClient.Failure(description: "proxy did not start: \(log)")
+            }
+            if let r = line.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                tcpPort = UInt16(line[r].split(separator: ":")[1])!
+            }
+        }
+    }
+
+    deinit {
+        if process.isRunning { process.terminate(); process.waitUntilExit() }
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+
+    func tcp() -> HTTPClient { HTTPClient(.tcp("127.0.0.1", tcpPort)) }
+    func unix() -> HTTPClient { HTTPClient(.unix(unixPath)) }
+
+    func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+
+    /// Waits for the process to exit and returns its status.
+    func waitForExit(timeout: TimeInterval = 20) -> Int32? {
+        guard waitFor("the proxy to exit", timeout: timeout, { !process.isRunning }) else { return nil }
+        return process.terminationStatus
+    }
+}
+
+/// Runs `metrics-proxy` with arguments to completion (for --check-config and start-up errors).
+func runProxy(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let p = Process()
+    p.executableURL = Paths.binary
+    p.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+/// Runs `body` for 0..<n on n threads at once (not a pool sized to the cores: every poster
+/// must be connected at the same time) and returns the results in order.
+func parallel<T: Sendable>(_ n: Int, _ body: @escaping @Sendable (Int) -> T) -> [T] {
+    let results = ParallelResults<T>()
+    let group = DispatchGroup()
+    for i in 0..<n {
+        group.enter()
+        let t = Thread {
+            let v = body(i)
+            results.lock.lock(); results.values[i] = v; results.lock.unlock()
+            group.leave()
+        }
+        t.start()
+    }
+    group.wait()
+    return (0..<n).map { results.values[$0]! }
+}
+
+private final class ParallelResults<T>: @unchecked Sendable {
+    let lock = NSLock()
+    var values: [Int: T] = [:]
+}
