@@ -42,7 +42,7 @@ public struct Intake: Sendable {
                     guard case .corrupt(let why) = error else {
                         return .refused(status: 413, body: Self.message("request entity too large"))
                     }
-                    var f = ValidationFailure(path: "/body", message: "The request body could not be decompressed (\(encoding)): \(why).")
+                    var f = ValidationFailure(path: "/body", message: "The request body (`/body`) could not be decompressed (\(encoding)): \(why).")
                     f.isSyntax = true
                     return .invalid(f)
                 }

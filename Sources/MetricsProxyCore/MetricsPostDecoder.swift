@@ -76,6 +76,7 @@ struct Decoding {
             throw .invalid(.invalid("/body", "must be object", sent: sent))
         }
         var appName: String?
+        var sawAppName = false
         var instanceId: String?
         var sdk = SDKMetadata()
         var bucket: Bucket?
@@ -85,7 +86,7 @@ struct Decoding {
             first = false
             let key = try run { s throws(JSONSyntaxError) in try s.readKey() }
             switch TopKey(key) {
-            case .appName: appName = try string("/body/appName")
+            case .appName: sawAppName = true; appName = try string("/body/appName")
             case .instanceId: instanceId = try string("/body/instanceId")
             case .sdkVersion: sdk.sdkVersion = try string("/body/sdkVersion")
             case .platformName: sdk.platformName = try string("/body/platformName")
@@ -101,9 +102,9 @@ struct Decoding {
         }
         try finish()
         // Ajv checks `required` before the properties, so a missing appName is reported first.
-        guard let appName else { throw .invalid(.required("/body/appName")) }
+        if !sawAppName { throw .invalid(.required("/body/appName")) }
         if let failure { throw .invalid(failure) }
-        if appName.isEmpty { throw .invalid(.invalid("/body/appName", "must not be empty", sent: "\"\"")) }
+        guard let appName, !appName.isEmpty else { throw .invalid(.invalid("/body/appName", "must not be empty", sent: "\"\"")) }
         let instance = (instanceId?.isEmpty ?? true) ? "default" : instanceId!
         return MetricsPost(appName: appName, instanceId: instance, sdk: sdk, bucket: bucket)
     }

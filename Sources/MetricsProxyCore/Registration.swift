@@ -29,12 +29,13 @@ extension Decoding {
         }
         var appName: String?, instanceId: String?, interval: Double?, started: Int64?, strategies: [String]?
         var sdk = SDKMetadata()
+        var sawAppName = false
         try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "{")) }
         var first = true
         while try run({ s throws(JSONSyntaxError) in try s.nextMember(first: first) }) {
             first = false
             let key = try run { s throws(JSONSyntaxError) in try s.readKey() }
-            if keyIs(key, "appName") { appName = try string("/body/appName") }
+            if keyIs(key, "appName") { sawAppName = true; appName = try string("/body/appName") }
             else if keyIs(key, "instanceId") { instanceId = try string("/body/instanceId") }
             else if keyIs(key, "sdkVersion") { sdk.sdkVersion = try string("/body/sdkVersion") }
             else if keyIs(key, "platformName") { sdk.platformName = try string("/body/platformName") }
@@ -50,12 +51,12 @@ extension Decoding {
             else { try run { s throws(JSONSyntaxError) in try s.skipValue() } }
         }
         try finish()
-        guard let appName else { throw .invalid(.required("/body/appName")) }
+        if !sawAppName { throw .invalid(.required("/body/appName")) }
         guard interval != nil || failure != nil else { throw .invalid(.required("/body/interval")) }
         guard started != nil || failure != nil else { throw .invalid(.required("/body/started")) }
         guard strategies != nil || failure != nil else { throw .invalid(.required("/body/strategies")) }
         if let failure { throw .invalid(failure) }
-        if appName.isEmpty { throw .invalid(.invalid("/body/appName", "must not be empty", sent: "\"\"")) }
+        guard let appName, !appName.isEmpty else { throw .invalid(.invalid("/body/appName", "must not be empty", sent: "\"\"")) }
         let instance = (instanceId?.isEmpty ?? true) ? "default" : instanceId!
         return Registration(appName: appName, instanceId: instance, sdk: sdk, interval: interval!,
                             started: started!, strategies: strategies!)

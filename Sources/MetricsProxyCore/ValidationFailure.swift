@@ -26,7 +26,7 @@ public struct ValidationFailure: Error, Sendable, Equatable {
     }
 
     static func syntax(_ error: JSONSyntaxError) -> ValidationFailure {
-        var f = ValidationFailure(path: "/body", message: "The request body is not valid JSON: \(error.reason) at byte \(error.offset).")
+        var f = ValidationFailure(path: "/body", message: "The request body (`/body`) is not valid JSON: \(error.reason) at byte \(error.offset).")
         f.isSyntax = true
         return f
     }

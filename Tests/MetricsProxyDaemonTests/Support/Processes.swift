@@ -70,7 +70,8 @@ final class ProxyProcess {
     }
 
     deinit {
-        if process.isRunning { process.terminate(); process.waitUntilExit() }
+        // Cleanup only: a test that wants a graceful stop sends SIGTERM itself.
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
         try? FileManager.default.removeItem(at: dir)
     }
 

@@ -1,0 +1,55 @@
+import XCTest
+@testable import MetricsProxyCore
+
+final class RetryAndOutboxTests: XCTestCase {
+    let policy = RetryPolicy(initial: .seconds(1), max: .seconds(60), jitter: 0.2)
+
+    func testBackoffDoublesCapsAndJitters() {
+        XCTAssertEqual(policy.delay(failures: 1, random: 0.5), .seconds(1))
+        XCTAssertEqual(policy.delay(failures: 3, random: 0.5), .seconds(4))
+        XCTAssertEqual(policy.delay(failures: 30, random: 0.5), .seconds(60))
+        XCTAssertEqual(policy.delay(failures: 1, random: 0), .milliseconds(800))
+        XCTAssertEqual(policy.delay(failures: 1, random: 0.999_999), .milliseconds(1199))
+    }
+
+    func testAnswerClasses() {
+        XCTAssertEqual(policy.classify(.status(202, retryAfter: nil), failures: 1, random: 0.5), .delivered)
+        XCTAssertEqual(policy.classify(.status(503, retryAfter: nil), failures: 2, random: 0.5), .retry(after: .seconds(2)))
+        XCTAssertEqual(policy.classify(.status(429, retryAfter: .seconds(30)), failures: 1, random: 0.5), .retry(after: .seconds(30)),
+                       "Retry-After is a floor")
+        XCTAssertEqual(policy.classify(.status(413, retryAfter: nil), failures: 1, random: 0.5), .split)
+        XCTAssertEqual(policy.classify(.status(400, retryAfter: nil), failures: 1, random: 0.5), .reject)
+        XCTAssertEqual(policy.classify(.status(401, retryAfter: nil), failures: 1, random: 0.5), .hold(after: .seconds(60)))
+        XCTAssertEqual(policy.classify(.noAnswer("refused"), failures: 1, random: 0.5), .retry(after: .seconds(1)))
+        XCTAssertEqual(RetryPolicy.parseRetryAfter("120", now: 0), .seconds(120))
+        XCTAssertEqual(RetryPolicy.parseRetryAfter("Sat, 28 Nov 2026 10:00:30 GMT", now: 1_795_860_000_000), .seconds(30))
+        XCTAssertNil(RetryPolicy.parseRetryAfter("soon", now: 0))
+    }
+
+    func batch(_ id: String, _ token: String, bytes: Int = 10) -> Batch {
+        Batch(id: id, token: token, path: "/client/metrics/bulk", body: [UInt8](repeating: 0x20, count: bytes), created: 0, entries: 1)
+    }
+
+    func testOneTokensFailuresDoNotHoldBackAnother() {
+        var o = Outbox(policy: policy, maxBytes: 1 << 20)
+        _ = o.add([batch("1-a", "A"), batch("1-b", "B"), batch("2-a", "A")])
+        var ready = o.takeReady(now: 0)
+        XCTAssertEqual(ready.map(\.id), ["1-a", "1-b"], "oldest per token, one in flight each")
+        o.complete(ready[0], answer: .status(503, retryAfter: nil), now: 0, random: 0.5)
+        o.complete(ready[1], answer: .status(202, retryAfter: nil), now: 0, random: 0.5)
+        XCTAssertEqual(o.takeReady(now: 500).map(\.id), [], "A waits out its backoff")
+        XCTAssertEqual(o.nextWake(), 1000)
+        ready = o.takeReady(now: 1000)
+        XCTAssertEqual(ready.map(\.id), ["1-a"], "the same batch again, still first")
+        XCTAssertEqual(ready[0].attempts, 2)
+        o.complete(ready[0], answer: .status(200, retryAfter: nil), now: 1000, random: 0.5)
+        XCTAssertEqual(o.takeReady(now: 1000).map(\.id), ["2-a"])
+    }
+
+    func testCapDropsOldestFirst() {
+        var o = Outbox(policy: policy, maxBytes: 25)
+        let dropped = o.add([batch("1", "A"), batch("2", "A"), batch("3", "B")])
+        XCTAssertEqual(dropped.map(\.id), ["1"])
+        XCTAssertEqual(o.bytes, 20)
+    }
+}

@@ -1,0 +1,87 @@
+import XCTest
+@testable import MetricsProxyCore
+
+final class WindowAndBatchTests: XCTestCase {
+    let hour: Int64 = 1_795_860_000_000
+    let token = "default:development.secret"
+
+    func post(_ app: String, _ instance: String, stop: Int64, _ toggles: [ToggleCounts]) -> MetricsPost {
+        MetricsPost(appName: app, instanceId: instance, bucket: Bucket(start: stop - 1000, stop: stop, toggles: toggles))
+    }
+
+    func testMergeSumsByKeyAndKeepsHoursApart() {
+        var w = Window(opened: 0)
+        w.merge(post("a", "i1", stop: hour + 10, [ToggleCounts(name: "f", yes: 1, no: 2, variants: [VariantCount(name: "v", count: 1)])]),
+                token: token, interval: nil, now: 0)
+        w.merge(post("a", "i2", stop: hour + 20, [ToggleCounts(name: "f", yes: 3, no: 0, variants: [VariantCount(name: "v", count: 2), VariantCount(name: "w", count: 1)])]),
+                token: token, interval: 15000, now: 0)
+        w.merge(post("a", "i1", stop: hour - 1, [ToggleCounts(name: "f", yes: 5, no: 5)]), token: token, interval: nil, now: 0)
+        w.merge(post("a", "i1", stop: hour + 30, [ToggleCounts(name: "zero", yes: 0, no: 0, variants: [VariantCount(name: "v", count: 3)])]),
+                token: token, interval: nil, now: 0)
+        XCTAssertEqual(w.keyCount, 2, "f in two hours; the all-zero toggle is dropped as the server drops it")
+        let current = w.groups[Window.GroupKey(token: token, appName: "a", hour: hour)]!
+        XCTAssertEqual(current.toggles["f"], Window.Counts(yes: 4, no: 2, variants: ["v": 3, "w": 1]))
+        XCTAssertEqual(w.groups[Window.GroupKey(token: token, appName: "a", hour: hour - 3_600_000)]!.toggles["f"]?.yes, 5)
+        XCTAssertEqual(w.instances.count, 2)
+        XCTAssertEqual(w.instances[Window.InstanceKey(token: token, appName: "a", instanceId: "i2")]?.interval, 15000)
+    }
+
+    func testMemoryGrowsWithKeysNotPosts() {
+        var w = Window(opened: 0)
+        for _ in 0..<1000 {
+            w.merge(post("a", "i", stop: hour, [ToggleCounts(name: "f", yes: 1, no: 1)]), token: token, interval: nil, now: 0)
+        }
+        XCTAssertEqual(w.keyCount, 1)
+        XCTAssertEqual(w.groups.first?.value.toggles["f"]?.yes, 1000)
+    }
+
+    func testBulkBatchesSplitUnderMaxBodyApplicationsFirstAndValid() throws {
+        var w = Window(opened: 0)
+        for i in 0..<300 {
+            w.merge(post("app-\(i % 3)", "instance-\(i % 40)", stop: hour + Int64(i),
+                         [ToggleCounts(name: "feature-\(i)", yes: Int64(i), no: 1)]), token: token, interval: nil, now: 0)
+        }
+        let batches = BatchBuilder(mode: .bulk, maxBody: 4096).batches(from: w, sequence: 7, closedAt: 42)
+        XCTAssertGreaterThan(batches.count, 5)
+        var features = 0, apps = 0
+        for (i, b) in batches.enumerated() {
+            XCTAssertLessThanOrEqual(b.body.count, 4096)
+            XCTAssertEqual(b.path, "/client/metrics/bulk")
+            XCTAssertTrue(b.id.hasPrefix("000000000007-"))
+            let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(b.body)) as? [String: Any])
+            let a = json["applications"] as! [[String: Any]], m = json["metrics"] as! [[String: Any]]
+            if i > 0, !a.isEmpty { XCTAssertEqual(features, 0, "applications go first") }
+            apps += a.count
+            features += m.count
+            for e in m {
+                XCTAssertEqual(e["environment"] as? String, "development")
+                XCTAssertEqual(e["timestamp"] as? String, "2026-11-28T10:00:00.000Z")
+                XCTAssertNotNil(e["variants"] as? [String: Any], "variants is an object, never null")
+            }
+        }
+        XCTAssertEqual(apps, 120, "every (appName, instanceId) seen: 3 apps × 40 instances cycle over 120")
+        XCTAssertEqual(features, 300)
+        XCTAssertEqual(batches.map(\.id), batches.map(\.id).sorted(), "ids sort in order")
+    }
+
+    func testTokenWithoutEnvironmentFallsBackToSingleAppPosts() throws {
+        var w = Window(opened: 0)
+        w.merge(post("a", "i", stop: hour + 5, [ToggleCounts(name: "f", yes: 1, no: 0)]), token: "*:*.admin", interval: nil, now: 0)
+        let b = BatchBuilder(mode: .bulk, maxBody: 4096).batches(from: w, sequence: 1, closedAt: 0)
+        XCTAssertEqual(b.map(\.path), ["/client/metrics"])
+    }
+
+    func testSplitterHalvesBulkAndSingleAppBodies() throws {
+        var w = Window(opened: 0)
+        for i in 0..<9 { w.merge(post("a", "i\(i)", stop: hour, [ToggleCounts(name: "f\(i)", yes: 1, no: 0)]), token: token, interval: nil, now: 0) }
+        for mode in [UpstreamMode.bulk, .metrics] {
+            let whole = BatchBuilder(mode: mode, maxBody: 1 << 20).batches(from: w, sequence: 1, closedAt: 0)[0]
+            let halves = BatchSplitter.split(whole)
+            XCTAssertEqual(halves.count, 2)
+            for h in halves { XCTAssertNoThrow(try JSONSerialization.jsonObject(with: Data(h.body)), "\(mode)") }
+            XCTAssertLessThan(halves[0].body.count, whole.body.count)
+            let text = halves.map { String(decoding: $0.body, as: UTF8.self) }.joined()
+            for i in 0..<9 { XCTAssertTrue(text.contains("\"f\(i)\""), "\(mode) keeps f\(i)") }
+        }
+    }
+}
