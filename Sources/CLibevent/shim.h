@@ -1,6 +1,26 @@
 #ifndef METRICS_PROXY_CLIBEVENT_SHIM_H
 #define METRICS_PROXY_CLIBEVENT_SHIM_H
 
+/* System headers first: libevent's event-config.h defines _GNU_SOURCE, and glibc's
+   features.h must be read without it, as Swift's Glibc module reads it, or the two modules
+   disagree on structs such as fd_set and a clean build fails. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <time.h>
+#include <sys/types.h>
+#include <sys/time.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <pthread.h>
+
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/buffer.h>
@@ -11,8 +31,6 @@
 #include <openssl/ssl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 
 /* SSL_set_tlsext_host_name is a ctrl macro: Swift cannot import it. */
 static inline int mp_ssl_set_sni(SSL *ssl, const char *host) {

@@ -26,7 +26,7 @@ final class TLSUpstreamTests: XCTestCase {
                                                         upstreamExtra: "ca_file = \(cert("ca.pem"))\n\(extra)"))
         let r = try proxy.tcp().post("/api/client/metrics", json: ValidationTests.bucket(#"{"tls":{"yes":7}}"#), token: tokenA)
         XCTAssertEqual(r.status, 202)
-        try waitFor("the upstream to be tried") { proxy.log.contains("batch delivered") || proxy.log.contains("upstream unavailable") }
+        waitFor("the upstream to be tried") { proxy.log.contains("batch delivered") || proxy.log.contains("upstream unavailable") }
         return (proxy, upstream)
     }
 
