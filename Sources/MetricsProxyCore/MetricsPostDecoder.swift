@@ -115,7 +115,7 @@ struct Decoding {
     }
 
     /// A string field, with Ajv's coercion of numbers, booleans and null.
-    mutating func string(_ path: String, maxLength: Int? = nil) throws(DecodeStop) -> String? {
+    mutating func string(_ path: @autoclosure () -> String, maxLength: Int? = nil) throws(DecodeStop) -> String? {
         let value: String
         switch try kind() {
         case .string: value = try run { s throws(JSONSyntaxError) in try s.readString() }
@@ -127,11 +127,11 @@ struct Decoding {
             try run { s throws(JSONSyntaxError) in try s.readNull() }
             value = ""
         case .object, .array:
-            record(.invalid(path, "must be string", sent: try skipAndShow()))
+            record(.invalid(path(), "must be string", sent: try skipAndShow()))
             return nil
         }
         if let maxLength, value.utf16.count > maxLength {
-            record(.invalid(path, "must NOT have more than \(maxLength) characters", sent: quoted(value)))
+            record(.invalid(path(), "must NOT have more than \(maxLength) characters", sent: quoted(value)))
             return nil
         }
         return value
@@ -208,7 +208,7 @@ struct Decoding {
 
     /// `start` / `stop`: an RFC 3339 date-time, or an integer (or digit string) of epoch milliseconds.
     /// `fractions`: a non-integer number is also a date (`started` is `number`, not `integer`).
-    mutating func date(_ path: String, fractions: Bool = false) throws(DecodeStop) -> Int64? {
+    mutating func date(_ path: @autoclosure () -> String, fractions: Bool = false) throws(DecodeStop) -> Int64? {
         scanner.skipWhitespace()
         let startPos = scanner.position
         let rule = "must be a date-time string (RFC 3339) or an integer of epoch milliseconds"
@@ -225,7 +225,7 @@ struct Decoding {
         case .bool, .null, .object, .array:
             try run { s throws(JSONSyntaxError) in try s.skipValue() }
         }
-        record(.invalid(path, rule, sent: scanner.text(from: startPos)))
+        record(.invalid(path(), rule, sent: scanner.text(from: startPos)))
         return nil
     }
 
@@ -243,9 +243,9 @@ struct Decoding {
         return negative ? -v : v
     }
 
-    mutating func toggles(_ path: String) throws(DecodeStop) -> [ToggleCounts]? {
+    mutating func toggles(_ path: @autoclosure () -> String) throws(DecodeStop) -> [ToggleCounts]? {
         guard try kind() == .object else {
-            record(.invalid(path, "must be object", sent: try skipAndShow()))
+            record(.invalid(path(), "must be object", sent: try skipAndShow()))
             return nil
         }
         var result: [ToggleCounts] = []
@@ -254,17 +254,16 @@ struct Decoding {
         while try run({ s throws(JSONSyntaxError) in try s.nextMember(first: first) }) {
             first = false
             let name = try run { s throws(JSONSyntaxError) in let n = try s.readString(); try s.expect(UInt8(ascii: ":")); return n }
-            let togglePath = "\(path)/\(pointerSegment(name))"
             guard try kind() == .object else {
-                record(.invalid(togglePath, "must be object", sent: try skipAndShow()))
+                record(.invalid("\(path())/\(pointerSegment(name))", "must be object", sent: try skipAndShow()))
                 continue
             }
-            if let t = try toggle(name, togglePath) { result.append(t) }
+            if let t = try toggle(name, "\(path())/\(pointerSegment(name))") { result.append(t) }
         }
         return failure == nil ? result : nil
     }
 
-    mutating func toggle(_ name: String, _ path: String) throws(DecodeStop) -> ToggleCounts? {
+    mutating func toggle(_ name: String, _ path: @autoclosure () -> String) throws(DecodeStop) -> ToggleCounts? {
         var counts = ToggleCounts(name: name, yes: 0, no: 0)
         var ok = true
         try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "{")) }
@@ -273,11 +272,11 @@ struct Decoding {
             first = false
             let key = try run { s throws(JSONSyntaxError) in try s.readKey() }
             if keyIs(key, "yes") {
-                if let v = try count("\(path)/yes", integer: false) { counts.yes = v } else { ok = false }
+                if let v = try count("\(path())/yes", integer: false) { counts.yes = v } else { ok = false }
             } else if keyIs(key, "no") {
-                if let v = try count("\(path)/no", integer: true) { counts.no = v } else { ok = false }
+                if let v = try count("\(path())/no", integer: true) { counts.no = v } else { ok = false }
             } else if keyIs(key, "variants") {
-                if let v = try variants("\(path)/variants") { counts.variants = v } else { ok = false }
+                if let v = try variants("\(path())/variants") { counts.variants = v } else { ok = false }
             } else {
                 try run { s throws(JSONSyntaxError) in try s.skipValue() }
             }
@@ -285,17 +284,17 @@ struct Decoding {
         return ok ? counts : nil
     }
 
-    mutating func variants(_ path: String) throws(DecodeStop) -> [VariantCount]? {
+    mutating func variants(_ path: @autoclosure () -> String) throws(DecodeStop) -> [VariantCount]? {
         switch try kind() {
         case .object: break
         case .array:
-            record(.invalid(path, "must be object,null", sent: try skipAndShow()))
+            record(.invalid(path(), "must be object,null", sent: try skipAndShow()))
             return nil
         default:
             scanner.skipWhitespace()
             let start = scanner.position
             if try isNullish() { return [] }
-            record(.invalid(path, "must be object,null", sent: scanner.text(from: start)))
+            record(.invalid(path(), "must be object,null", sent: scanner.text(from: start)))
             return nil
         }
         var result: [VariantCount] = []
@@ -305,7 +304,7 @@ struct Decoding {
         while try run({ s throws(JSONSyntaxError) in try s.nextMember(first: first) }) {
             first = false
             let name = try run { s throws(JSONSyntaxError) in let n = try s.readString(); try s.expect(UInt8(ascii: ":")); return n }
-            if let c = try count("\(path)/\(pointerSegment(name))", integer: true) {
+            if let c = try count("\(path())/\(pointerSegment(name))", integer: true) {
                 result.append(VariantCount(name: name, count: c))
             } else {
                 ok = false
@@ -316,7 +315,7 @@ struct Decoding {
 
     /// A count: `yes` is a number, `no` and variants integers; all ≥ 0 and safe integers once
     /// rounded. Numeric strings, booleans and null are coerced as Ajv does.
-    mutating func count(_ path: String, integer: Bool) throws(DecodeStop) -> Int64? {
+    mutating func count(_ path: @autoclosure () -> String, integer: Bool) throws(DecodeStop) -> Int64? {
         scanner.skipWhitespace()
         let start = scanner.position
         let type = integer ? "integer" : "number"
@@ -327,7 +326,7 @@ struct Decoding {
             let text = try run { s throws(JSONSyntaxError) in try s.readString() }
             let trimmed = text.trimmingASCIIWhitespace()
             guard !trimmed.isEmpty, let v = Double(trimmed), v.isFinite else {
-                record(.invalid(path, "must be \(type)", sent: scanner.text(from: start)))
+                record(.invalid(path(), "must be \(type)", sent: scanner.text(from: start)))
                 return nil
             }
             value = v
@@ -336,20 +335,20 @@ struct Decoding {
             try run { s throws(JSONSyntaxError) in try s.readNull() }
             value = 0
         case .object, .array:
-            record(.invalid(path, "must be \(type)", sent: try skipAndShow()))
+            record(.invalid(path(), "must be \(type)", sent: try skipAndShow()))
             return nil
         }
         let sent = scanner.text(from: start)
         if integer, value != value.rounded() {
-            record(.invalid(path, "must be integer", sent: sent))
+            record(.invalid(path(), "must be integer", sent: sent))
             return nil
         }
         if value < 0 {
-            record(.invalid(path, "must be >= 0", sent: sent))
+            record(.invalid(path(), "must be >= 0", sent: sent))
             return nil
         }
         guard value.isFinite, value <= MetricsPostDecoder.maxSafeInteger else {
-            record(.invalid(path, "must be a safe integer (at most 9007199254740991)", sent: sent))
+            record(.invalid(path(), "must be a safe integer (at most 9007199254740991)", sent: sent))
             return nil
         }
         // A fractional yes is accepted by the server and rounded when stored.

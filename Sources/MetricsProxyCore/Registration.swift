@@ -63,7 +63,7 @@ extension Decoding {
     }
 
     /// A number ≥ 0 (Ajv coercion as for counts, fractions allowed).
-    mutating func number(_ path: String) throws(DecodeStop) -> Double? {
+    mutating func number(_ path: @autoclosure () -> String) throws(DecodeStop) -> Double? {
         scanner.skipWhitespace()
         let start = scanner.position
         var value: Double
@@ -72,26 +72,26 @@ extension Decoding {
         case .string:
             let t = try run { s throws(JSONSyntaxError) in try s.readString() }.trimmingASCIIWhitespace()
             guard !t.isEmpty, let v = Double(t) else {
-                record(.invalid(path, "must be number", sent: scanner.text(from: start)))
+                record(.invalid(path(), "must be number", sent: scanner.text(from: start)))
                 return nil
             }
             value = v
         case .bool: value = try run { s throws(JSONSyntaxError) in try s.readBool() } ? 1 : 0
         case .null: try run { s throws(JSONSyntaxError) in try s.readNull() }; value = 0
         case .object, .array:
-            record(.invalid(path, "must be number", sent: try skipAndShow()))
+            record(.invalid(path(), "must be number", sent: try skipAndShow()))
             return nil
         }
         guard value.isFinite, value >= 0 else {
-            record(.invalid(path, "must be >= 0", sent: scanner.text(from: start)))
+            record(.invalid(path(), "must be >= 0", sent: scanner.text(from: start)))
             return nil
         }
         return value
     }
 
-    mutating func stringArray(_ path: String) throws(DecodeStop) -> [String]? {
+    mutating func stringArray(_ path: @autoclosure () -> String) throws(DecodeStop) -> [String]? {
         guard try kind() == .array else {
-            record(.invalid(path, "must be array", sent: try skipAndShow()))
+            record(.invalid(path(), "must be array", sent: try skipAndShow()))
             return nil
         }
         var out: [String] = []
