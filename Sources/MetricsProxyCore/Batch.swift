@@ -13,6 +13,8 @@ public struct Batch: Sendable, Equatable {
     public var attempts: Int = 0
     /// Metric entries (bulk) or toggles (metrics mode) inside, for logs.
     public var entries: Int
+    /// On disk in the spool: the body is read back from there to send it, not kept in memory.
+    public var spooled = false
 
     public init(id: String, token: String, path: String, body: [UInt8], created: Int64, attempts: Int = 0, entries: Int) {
         self.id = id

@@ -9,7 +9,8 @@ public struct BatchBuilder: Sendable {
         self.maxBody = maxBody
     }
 
-    /// `sequence` numbers windows so that batch ids sort in window order.
+    /// `sequence` numbers windows so that batch ids sort in window order (the daemon uses the
+    /// close time in epoch ms, so ids also sort across restarts).
     public func batches(from window: Window, sequence: UInt64, closedAt: Int64) -> [Batch] {
         var out: [Batch] = []
         let tokens = Set(window.groups.keys.map(\.token)).union(window.instances.keys.map(\.token)).sorted()
@@ -23,7 +24,7 @@ public struct BatchBuilder: Sendable {
             }
         }
         let prefix = String(sequence, radix: 10)
-        let padded = String(repeating: "0", count: max(0, 12 - prefix.count)) + prefix
+        let padded = String(repeating: "0", count: max(0, 15 - prefix.count)) + prefix
         for i in out.indices {
             let n = String(i)
             out[i].id = "\(padded)-\(String(repeating: "0", count: max(0, 4 - n.count)) + n)"

@@ -21,6 +21,16 @@ public struct Config: Sendable, Equatable {
         public var tlsVerify = true
         /// How long a shutdown may spend sending what is left.
         public var drainTimeout: Duration = .seconds(10)
+        /// Upstream requests out at once, across tokens.
+        public var maxInFlight = 4
+    }
+
+    public struct Spool: Sendable, Equatable {
+        public var dir = "./spool"
+        public var maxSize = 256 << 20
+        public var maxAge: Duration = .seconds(7 * 86_400)
+        /// Upstream requests per second at most while a backlog drains; 0 for no limit.
+        public var replayRate = 20.0
     }
 
     public struct Window: Sendable, Equatable {
@@ -42,6 +52,7 @@ public struct Config: Sendable, Equatable {
     public var listen = Listen()
     public var upstream = Upstream()
     public var window = Window()
+    public var spool = Spool()
     public var retry = Retry()
     public var log = Log()
 

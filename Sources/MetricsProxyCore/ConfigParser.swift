@@ -60,8 +60,9 @@ public struct ConfigParser {
 
     static let keys: [String: Set<String>] = [
         "listen": ["tcp", "unix", "unix_mode", "max_body", "idle_timeout", "path_prefix"],
-        "upstream": ["url", "token", "mode", "max_body", "timeout", "gzip", "ca_file", "tls_verify", "drain_timeout"],
+        "upstream": ["url", "token", "mode", "max_body", "timeout", "gzip", "ca_file", "tls_verify", "drain_timeout", "max_in_flight"],
         "window": ["interval"],
+        "spool": ["dir", "max_size", "max_age", "replay_rate"],
         "retry": ["initial", "max", "jitter"],
         "log": ["level", "format"],
     ]
@@ -103,6 +104,20 @@ public struct ConfigParser {
         case ("upstream", "ca_file"): c.upstream.caFile = value.isEmpty ? nil : value
         case ("upstream", "tls_verify"): c.upstream.tlsVerify = try bool(value, bad)
         case ("upstream", "drain_timeout"): c.upstream.drainTimeout = try duration(value, bad, allowZero: true)
+        case ("upstream", "max_in_flight"):
+            guard let n = Int(value), (1...64).contains(n) else { throw bad("expected a number from 1 to 64") }
+            c.upstream.maxInFlight = n
+        case ("spool", "dir"):
+            guard !value.isEmpty else { throw bad("expected a directory") }
+            var d = value
+            while d.count > 1, d.hasSuffix("/") { d.removeLast() }
+            c.spool.dir = d
+        case ("spool", "max_size"): c.spool.maxSize = try size(value, min: 64 * 1024, bad)
+        case ("spool", "max_age"): c.spool.maxAge = try duration(value, bad)
+        case ("spool", "replay_rate"):
+            let text = value.hasSuffix("/s") ? String(value.dropLast(2)) : value
+            guard let r = Double(text), r >= 0, r.isFinite else { throw bad("expected requests per second, such as 20 or 20/s (0: no limit)") }
+            c.spool.replayRate = r
         case ("window", "interval"): c.window.interval = try duration(value, bad)
         case ("retry", "initial"): c.retry.initial = try duration(value, bad)
         case ("retry", "max"): c.retry.max = try duration(value, bad)

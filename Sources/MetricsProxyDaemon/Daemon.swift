@@ -21,16 +21,17 @@ public final class Daemon {
     private var shuttingDown = false
     private var postsInWindow = 0
 
-    /// In-memory outbox cap until the disk spool exists.
-    static let outboxMaxBytes = 64 << 20
+    /// Batches the spool could not take wait in memory up to this many bytes.
+    static let memoryOutboxMaxBytes = 64 << 20
 
     public init(config: Config, log: Logger) throws(StartupError) {
         self.config = config
         self.log = log
         loop = try EventLoop()
         let client = try UpstreamClient(loop: loop, config: config.upstream)
-        forwarder = Forwarder(loop: loop, client: client, policy: RetryPolicy(config.retry),
-                              maxBytes: Self.outboxMaxBytes, gzip: config.upstream.gzip, log: log)
+        let spool = Spool(dir: config.spool.dir, fs: PosixFileSystem(), maxSize: config.spool.maxSize,
+                          maxAgeMillis: config.spool.maxAge.milliseconds)
+        forwarder = Forwarder(loop: loop, client: client, spool: spool, config: config, log: log)
         router = Router(prefix: config.listen.pathPrefix)
         intake = Intake(maxBody: config.listen.maxBody, upstreamToken: config.upstream.token)
         builder = BatchBuilder(mode: config.upstream.mode, maxBody: config.upstream.maxBody)
@@ -39,6 +40,9 @@ public final class Daemon {
                                 idleTimeout: config.listen.idleTimeout.milliseconds) { [unowned self] in self.handle($0) }
         for hp in config.listen.tcp { try server.listenTCP(hp) }
         if let path = config.listen.unix { try server.listenUnix(path: path, mode: config.listen.unixMode) }
+        // After the listeners: a port in use fails without touching the spool. Requests are
+        // served only once the loop runs, after the spool has been scanned.
+        try forwarder.openSpool()
         windowTimer = LoopEvent(loop: loop) { [unowned self] in self.windowElapsed() }
         drainTimer = LoopEvent(loop: loop) { [unowned self] in self.drainDeadline() }
         for sig in [SIGTERM, SIGINT] {
@@ -57,10 +61,15 @@ public final class Daemon {
         log.info("listening", [("addresses", server.addresses.joined(separator: ",")),
                                ("upstream", config.upstream.url.description), ("mode", config.upstream.mode.rawValue),
                                ("window", "\(config.window.interval.milliseconds)ms"), ("version", Version.string)])
+        forwarder.pump()
         loop.run()
-        let left = forwarder.outbox.count
-        if left > 0 {
-            log.error("exiting with batches not delivered", [("batches", "\(left)")])
+        let unspooled = forwarder.outbox.unspooled.count
+        if unspooled > 0 {
+            log.error("exiting with batches neither delivered nor spooled; they are lost", [("batches", "\(unspooled)")])
+        }
+        if !forwarder.spool.entries.isEmpty {
+            log.info("batches left in the spool for the next start", [("batches", "\(forwarder.spool.entries.count)"),
+                                                                     ("dir", forwarder.spool.dir)])
         }
         log.info("stopped", [("delivered", "\(forwarder.delivered)")])
         return 0
@@ -130,7 +139,8 @@ public final class Daemon {
     private func closeWindow() {
         let now = nowMillis()
         guard !window.isEmpty else { window = Window(opened: now); return }
-        windowSequence += 1
+        // Close times number the windows, so batch ids sort in order across restarts too.
+        windowSequence = max(UInt64(max(0, now)), windowSequence + 1)
         let batches = builder.batches(from: window, sequence: windowSequence, closedAt: now)
         log.info("window closed", [("window", "\(windowSequence)"), ("posts", "\(postsInWindow)"),
                                    ("keys", "\(window.keyCount)"), ("instances", "\(window.instances.count)"),

@@ -1,41 +1,125 @@
 import CLibevent
 import MetricsProxyCore
 
-/// Sends the outbox's batches upstream as the outbox decides: oldest first per token, one in
-/// flight per token, backing off after failures. Logs one line per upstream state change.
+/// Carries batches from a closed window to the upstream: each is written to the spool first,
+/// then sent from there as the outbox decides (oldest first per token, bounded in flight and
+/// paced), and deleted from the spool only after a 2xx. Logs one line per upstream state
+/// change, not one per retry.
 final class Forwarder {
     private(set) var outbox: Outbox
+    let spool: Spool
     private let client: UpstreamClient
     private let log: Logger
     private let gzip: Bool
     private var wake: LoopEvent!
+    private var spoolRetry: LoopEvent!
     /// Per token: the last failure logged, so a run of the same failure logs once.
     private var lastProblem: [String: String] = [:]
-    /// Called whenever the outbox becomes empty with nothing in flight.
+    private var spoolProblem: String?
+    /// Called whenever nothing is waiting and nothing is in flight.
     var onDrained: (() -> Void)?
     /// Counters for logs and tests.
-    private(set) var delivered = 0, rejected = 0, dropped = 0
+    private(set) var delivered = 0, rejected = 0, droppedInMemory = 0, setAside = 0
 
-    init(loop: EventLoop, client: UpstreamClient, policy: RetryPolicy, maxBytes: Int, gzip: Bool, log: Logger) {
-        outbox = Outbox(policy: policy, maxBytes: maxBytes)
+    init(loop: EventLoop, client: UpstreamClient, spool: Spool, config: Config, log: Logger) {
+        let spacing = config.spool.replayRate > 0 ? Int64(1000 / config.spool.replayRate) : 0
+        outbox = Outbox(policy: RetryPolicy(config.retry), maxBytes: Daemon.memoryOutboxMaxBytes,
+                        maxInFlight: config.upstream.maxInFlight, minSpacingMillis: spacing)
+        self.spool = spool
         self.client = client
         self.log = log
-        self.gzip = gzip
+        gzip = config.upstream.gzip
         wake = LoopEvent(loop: loop) { [unowned self] in self.pump() }
+        spoolRetry = LoopEvent(loop: loop) { [unowned self] in self.retrySpooling() }
     }
 
     var isIdle: Bool { outbox.isEmpty && outbox.inFlight == 0 }
 
-    func enqueue(_ batches: [Batch]) {
-        for b in outbox.add(batches) {
-            dropped += 1
-            log.error("batch dropped", [("reason", "outbox full"), ("batch", b.id), ("token", Token.fingerprint(b.token)),
-                                        ("bytes", "\(b.body.count)")])
+    /// Indexes what an earlier run left in the spool; it is sent before anything new.
+    func openSpool() throws(StartupError) {
+        let aside: [(name: String, reason: String)]
+        do { aside = try spool.open() } catch {
+            throw StartupError("spool \(spool.dir) is not usable: \(error)")
         }
+        for (name, reason) in aside {
+            setAside += 1
+            log.error("spool file set aside", [("file", name), ("reason", reason), ("moved_to", "\(spool.dir)/corrupt")])
+        }
+        let found = spool.entries.map {
+            var b = Batch(id: $0.id, token: $0.token, path: $0.path, body: [], created: $0.created, entries: $0.entries)
+            b.spooled = true
+            return b
+        }
+        _ = outbox.add(found)
+        if !found.isEmpty {
+            log.info("spool replay", [("batches", "\(found.count)"), ("bytes", "\(spool.bytes)")])
+        }
+        applyCaps()
+    }
+
+    func enqueue(_ batches: [Batch]) {
+        let kept = batches.map(spoolOrKeep)
+        for b in outbox.add(kept) {
+            droppedInMemory += 1
+            log.error("batch dropped", [("reason", "memory cap while the spool is failing"), ("batch", b.id),
+                                        ("token", Token.fingerprint(b.token)), ("bytes", "\(b.body.count)")])
+        }
+        applyCaps()
         pump()
     }
 
-    /// Sends whatever is ready now and arms the timer for the next retry.
+    /// Writes a batch to the spool; if the disk fails, keeps it in memory and tries again later.
+    private func spoolOrKeep(_ batch: Batch) -> Batch {
+        do {
+            try spool.store(batch)
+            spoolRecovered()
+            var b = batch
+            b.spooled = true
+            b.body = []
+            return b
+        } catch {
+            spoolFailed(error, batch: batch.id)
+            return batch
+        }
+    }
+
+    private func retrySpooling() {
+        for b in outbox.unspooled {
+            do {
+                try spool.store(b)
+                outbox.markSpooled(b.id, token: b.token)
+                spoolRecovered()
+            } catch {
+                spoolFailed(error, batch: b.id)
+                return
+            }
+        }
+        applyCaps()
+    }
+
+    private func spoolFailed(_ error: FSError, batch: String) {
+        if spoolProblem != error.description {
+            spoolProblem = error.description
+            log.error("spool write failed; keeping batches in memory and retrying", [("batch", batch), ("error", error.description)])
+        }
+        if !spoolRetry.isPending { spoolRetry.schedule(afterMillis: 1000) }
+    }
+
+    private func spoolRecovered() {
+        guard spoolProblem != nil else { return }
+        spoolProblem = nil
+        log.info("spool writes recovered")
+    }
+
+    private func applyCaps() {
+        for (e, reason) in spool.enforceCaps(now: nowMillis(), busy: outbox.inFlightIds) {
+            outbox.remove(e.id, token: e.token)
+            log.error("batch dropped", [("reason", reason.rawValue), ("batch", e.id), ("token", Token.fingerprint(e.token)),
+                                        ("bytes", "\(e.fileBytes)")])
+        }
+    }
+
+    /// Sends whatever is ready now and arms the timer for the next send.
     func pump() {
         for batch in outbox.takeReady(now: nowMillis()) { send(batch) }
         wake.cancel()
@@ -43,9 +127,25 @@ final class Forwarder {
         if isIdle { onDrained?() }
     }
 
-    private func send(_ batch: Batch) {
-        // The batch id lets an operator match upstream requests to the proxy's log lines.
+    private func send(_ queued: Batch) {
+        var batch = queued
+        if batch.spooled {
+            do throws(Spool.LoadFailure) {
+                batch.body = try spool.load(batch.id).body
+            } catch {
+                switch error {
+                case .corrupt(let why):
+                    setAside += 1
+                    log.error("spool file set aside", [("file", "\(batch.id).batch"), ("reason", why)])
+                    outbox.abandon(batch)
+                case .io(let e):
+                    finished(batch, .noAnswer("spool read failed: \(e)"), millis: 0)
+                }
+                return
+            }
+        }
         var headers = [("Content-Type", "application/json"), ("Authorization", batch.token),
+                       // The batch id lets an operator match upstream requests to the proxy's log.
                        ("X-Metrics-Proxy-Batch", batch.id)]
         var body = batch.body
         if gzip {
@@ -58,6 +158,7 @@ final class Forwarder {
         }
     }
 
+    /// `batch` carries its body (read for sending), which a split needs.
     private func finished(_ batch: Batch, _ answer: UpstreamAnswer, millis: Int64) {
         let disposition = outbox.complete(batch, answer: answer, now: nowMillis(), random: Double.random(in: 0..<1))
         let token = Token.fingerprint(batch.token)
@@ -70,23 +171,50 @@ final class Forwarder {
         switch disposition {
         case .delivered:
             delivered += 1
+            if batch.spooled { removeFromSpool(batch.id) }
             if lastProblem.removeValue(forKey: batch.token) != nil { log.info("upstream recovered", fields) }
             log.debug("batch delivered", fields + [("entries", "\(batch.entries)"), ("bytes", "\(batch.body.count)")])
         case .reject:
-            rejected += 1
-            log.error("batch rejected by upstream", fields)
+            reject(batch, fields)
         case .split:
+            let halves = BatchSplitter.split(batch)
+            guard halves.count == 2 else {
+                outbox.remove(batch.id, token: batch.token)
+                reject(batch, fields + [("note", "a single entry is too large for the upstream")])
+                break
+            }
             log.warn("batch too large for upstream, split in two", fields)
+            outbox.replace(batch.id, token: batch.token, with: halves.map(spoolOrKeep))
+            if batch.spooled { removeFromSpool(batch.id) }
         case .retry(let after), .hold(let after):
             let problem = fields.last!.1
             if lastProblem[batch.token] != problem {
                 lastProblem[batch.token] = problem
-                let loud = { if case .hold = disposition { return true } else { return false } }()
-                log.emit(loud ? .error : .warn, loud ? "upstream refuses the token; check upstream.url and the token"
-                                                     : "upstream unavailable, will retry",
-                         fields + [("retry_in_ms", "\(after.milliseconds)")])
+                if case .hold = disposition {
+                    log.error("upstream refuses the token; batches are kept, check the token and upstream.url",
+                              fields + [("retry_in_ms", "\(after.milliseconds)")])
+                } else {
+                    log.warn("upstream unavailable, will retry", fields + [("retry_in_ms", "\(after.milliseconds)")])
+                }
             }
         }
         pump()
+    }
+
+    private func reject(_ batch: Batch, _ fields: [(String, String)]) {
+        rejected += 1
+        if batch.spooled {
+            do { try spool.reject(batch.id) } catch {
+                log.error("cannot move a rejected batch aside", [("batch", batch.id), ("error", error.description)])
+            }
+        }
+        log.error("batch rejected by upstream", fields + [("moved_to", "\(spool.dir)/rejected")])
+    }
+
+    private func removeFromSpool(_ id: String) {
+        do { try spool.remove(id) } catch {
+            // The file stays: a restart would send it again (a duplicate upstream).
+            log.error("cannot delete a delivered batch from the spool", [("batch", id), ("error", error.description)])
+        }
     }
 }

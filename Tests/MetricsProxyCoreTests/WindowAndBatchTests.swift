@@ -47,7 +47,7 @@ final class WindowAndBatchTests: XCTestCase {
         for (i, b) in batches.enumerated() {
             XCTAssertLessThanOrEqual(b.body.count, 4096)
             XCTAssertEqual(b.path, "/client/metrics/bulk")
-            XCTAssertTrue(b.id.hasPrefix("000000000007-"))
+            XCTAssertTrue(b.id.hasPrefix("000000000000007-"))
             let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(b.body)) as? [String: Any])
             let a = json["applications"] as! [[String: Any]], m = json["metrics"] as! [[String: Any]]
             if i > 0, !a.isEmpty { XCTAssertEqual(features, 0, "applications go first") }

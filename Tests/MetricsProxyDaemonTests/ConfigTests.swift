@@ -86,7 +86,7 @@ final class ConfigTests: XCTestCase {
         _ = first.waitForExit()
         XCTAssertTrue(FileManager.default.fileExists(atPath: first.unixPath))
         let config = testConfig(upstream: upstream.url).replacingOccurrences(of: "{UNIX}", with: first.unixPath)
-        let second = try ProxyProcess(config: config)
+        let second = try ProxyProcess(config: config, name: "second")
         XCTAssertEqual(try HTTPClient(.unix(first.unixPath)).request("GET", "/healthz").status, 200)
         let attributes = try FileManager.default.attributesOfItem(atPath: first.unixPath)
         XCTAssertEqual((attributes[.posixPermissions] as? NSNumber)?.intValue, 0o660)

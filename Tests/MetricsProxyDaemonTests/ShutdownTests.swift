@@ -34,7 +34,8 @@ final class ShutdownTests: XCTestCase {
         XCTAssertGreaterThan(expected.sums.count, 10)
         XCTAssertEqual(Ledger.fromUpstream(try upstream.requests()), expected, "every post answered 202 arrived before exit")
         XCTAssertTrue(proxy.log.contains("event=\"shutting down\" signal=SIGTERM"))
-        XCTAssertFalse(proxy.log.contains("not delivered"))
+        XCTAssertFalse(proxy.log.contains("left in the spool"))
+        XCTAssertEqual(proxy.spooledFiles, [], "delivered batches are deleted from the spool")
     }
 
     func testSIGTERMWithUpstreamDownExitsWithinTheDrainTimeout() throws {
@@ -47,7 +48,8 @@ final class ShutdownTests: XCTestCase {
         XCTAssertEqual(proxy.waitForExit(), 0)
         XCTAssertLessThan(Date().timeIntervalSince(t0), 4)
         XCTAssertTrue(proxy.log.contains("drain timeout reached"), proxy.log)
-        XCTAssertTrue(proxy.log.contains("exiting with batches not delivered"), proxy.log)
+        XCTAssertTrue(proxy.log.contains("batches left in the spool for the next start"), proxy.log)
+        XCTAssertEqual(proxy.spooledFiles.count, 1, "a clean shutdown leaves the unsent window on disk")
     }
 }
 

@@ -1,5 +1,6 @@
 /// proxy.conf text for tests: loopback on a free port, the Unix socket in a temp dir.
-func testConfig(upstream: String, interval: String = "1s", extra: String = "", listen: String = "", upstreamExtra: String = "") -> String {
+func testConfig(upstream: String, interval: String = "1s", extra: String = "", listen: String = "", upstreamExtra: String = "",
+                spoolExtra: String = "") -> String {
     """
     [listen]
     tcp = 127.0.0.1:0
@@ -12,6 +13,9 @@ func testConfig(upstream: String, interval: String = "1s", extra: String = "", l
     \(upstreamExtra)
     [window]
     interval = \(interval)
+    [spool]
+    dir = {SPOOL}
+    \(spoolExtra)
     [retry]
     initial = 200ms
     max = 1s

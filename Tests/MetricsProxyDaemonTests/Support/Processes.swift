@@ -42,13 +42,20 @@ final class ProxyProcess {
     private(set) var tcpPort: UInt16 = 0
     let unixPath: String
 
-    /// `config` is proxy.conf text; `{UNIX}` in it is replaced by a socket path in a temp dir.
-    init(config: String, name: String = "proxy", environment: [String: String] = [:], waitUntilListening: Bool = true) throws {
+    /// The spool directory, kept across restarts when passed to the next ProxyProcess.
+    let spoolDir: String
+
+    /// `config` is proxy.conf text; `{UNIX}` in it is replaced by a socket path in a temp dir,
+    /// `{SPOOL}` by `spoolDir` (a fresh one unless given).
+    init(config: String, name: String = "proxy", spoolDir: String? = nil, environment: [String: String] = [:],
+         waitUntilListening: Bool = true) throws {
         dir = Paths.tempDir(name)
         unixPath = dir.appendingPathComponent("proxy.sock").path
+        self.spoolDir = spoolDir ?? dir.appendingPathComponent("spool").path
         configURL = dir.appendingPathComponent("proxy.conf")
         logURL = dir.appendingPathComponent("proxy.log")
-        try config.replacingOccurrences(of: "{UNIX}", with: unixPath).write(to: configURL, atomically: true, encoding: .utf8)
+        try config.replacingOccurrences(of: "{UNIX}", with: unixPath).replacingOccurrences(of: "{SPOOL}", with: self.spoolDir)
+            .write(to: configURL, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         process.executableURL = Paths.binary
         process.arguments = ["--config", configURL.path]
@@ -73,6 +80,11 @@ final class ProxyProcess {
         // Cleanup only: a test that wants a graceful stop sends SIGTERM itself.
         if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
         try? FileManager.default.removeItem(at: dir)
+    }
+
+    /// The batch files waiting in the spool (not corrupt/ or rejected/).
+    var spooledFiles: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: spoolDir)) ?? []).filter { $0.hasSuffix(".batch") }.sorted()
     }
 
     var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
