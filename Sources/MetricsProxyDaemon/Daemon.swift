@@ -142,12 +142,14 @@ public final class Daemon {
         // Close times number the windows, so batch ids sort in order across restarts too.
         windowSequence = max(UInt64(max(0, now)), windowSequence + 1)
         let batches = builder.batches(from: window, sequence: windowSequence, closedAt: now)
-        log.info("window closed", [("window", "\(windowSequence)"), ("posts", "\(postsInWindow)"),
-                                   ("keys", "\(window.keyCount)"), ("instances", "\(window.instances.count)"),
-                                   ("batches", "\(batches.count)")])
+        let (posts, keys, instances) = (postsInWindow, window.keyCount, window.instances.count)
         window = Window(opened: now)
         postsInWindow = 0
         forwarder.enqueue(batches)
+        // Logged after the batches are in the spool (or, if the disk failed, held in memory).
+        log.info("window closed", [("window", "\(windowSequence)"), ("posts", "\(posts)"), ("keys", "\(keys)"),
+                                   ("instances", "\(instances)"), ("batches", "\(batches.count)"),
+                                   ("spooled", "\(batches.filter { forwarder.spool.contains($0.id) }.count)")])
     }
 
     // MARK: shutdown

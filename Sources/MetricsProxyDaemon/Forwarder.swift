@@ -187,6 +187,7 @@ final class Forwarder {
             outbox.replace(batch.id, token: batch.token, with: halves.map(spoolOrKeep))
             if batch.spooled { removeFromSpool(batch.id) }
         case .retry(let after), .hold(let after):
+            log.debug("batch attempt failed", fields + [("retry_in_ms", "\(after.milliseconds)")])
             let problem = fields.last!.1
             if lastProblem[batch.token] != problem {
                 lastProblem[batch.token] = problem

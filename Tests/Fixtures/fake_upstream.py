@@ -18,6 +18,7 @@ Control API (never recorded):
     GET  /_control/health              -> 200 "ok"
     GET  /_control/requests[?path=P]   -> 200 JSON list (optionally exact-path filtered)
     POST /_control/reset               -> clears records (seq restarts at 1) and script
+    POST /_control/script/clear        -> clears the script only, keeping the records
     POST /_control/script              -> body {"answers": [entry, ...]} appended to FIFO
          entry: {"status": 503, "delay": 0.0, "headers": {...}, "body": "...",
                  "repeat": 1, "path_prefix": "/api/client/metrics", "method": null}
@@ -87,6 +88,10 @@ class State:
         with self.lock:
             self.records = []
             self.seq = 0
+            self.script = []
+
+    def clear_script(self) -> None:
+        with self.lock:
             self.script = []
 
     def add_script(self, answers: list[dict]) -> None:
@@ -357,6 +362,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(200, st.snapshot(p))
         elif path == "/_control/reset" and self.command == "POST":
             st.reset()
+            self._send_json(200, {"ok": True})
+        elif path == "/_control/script/clear" and self.command == "POST":
+            st.clear_script()
             self._send_json(200, {"ok": True})
         elif path == "/_control/script" and self.command == "POST":
             try:

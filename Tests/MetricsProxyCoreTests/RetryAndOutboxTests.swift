@@ -46,10 +46,35 @@ final class RetryAndOutboxTests: XCTestCase {
         XCTAssertEqual(o.takeReady(now: 1000).map(\.id), ["2-a"])
     }
 
-    func testCapDropsOldestFirst() {
+    func testMemoryCapDropsOldestUnspooledFirst() {
         var o = Outbox(policy: policy, maxBytes: 25)
-        let dropped = o.add([batch("1", "A"), batch("2", "A"), batch("3", "B")])
-        XCTAssertEqual(dropped.map(\.id), ["1"])
+        var spooled = batch("0", "A", bytes: 0)
+        spooled.spooled = true
+        let dropped = o.add([spooled, batch("1", "A"), batch("2", "A"), batch("3", "B")])
+        XCTAssertEqual(dropped.map(\.id), ["1"], "a spooled batch costs no memory and is never dropped here")
         XCTAssertEqual(o.bytes, 20)
+        o.markSpooled("2", token: "A")
+        XCTAssertEqual(o.bytes, 10)
+        XCTAssertEqual(o.unspooled.map(\.id), ["3"])
+    }
+
+    func testPacingBoundsInFlightAndSpacing() {
+        var o = Outbox(policy: policy, maxBytes: 1 << 20, maxInFlight: 2, minSpacingMillis: 100)
+        _ = o.add((0..<4).map { batch("\($0)", "T\($0)") })
+        XCTAssertEqual(o.takeReady(now: 0).map(\.id), ["0"])
+        XCTAssertEqual(o.takeReady(now: 50).map(\.id), [], "spacing")
+        XCTAssertEqual(o.nextWake(), 100)
+        XCTAssertEqual(o.takeReady(now: 100).map(\.id), ["1"])
+        XCTAssertEqual(o.takeReady(now: 1000).map(\.id), [], "two in flight at most")
+        XCTAssertNil(o.nextWake())
+    }
+
+    func testSplitReplacesTheBatchInPlace() {
+        var o = Outbox(policy: policy, maxBytes: 1 << 20)
+        _ = o.add([batch("1", "A"), batch("2", "A")])
+        let b = o.takeReady(now: 0)[0]
+        XCTAssertEqual(o.complete(b, answer: .status(413, retryAfter: nil), now: 0, random: 0.5), .split)
+        o.replace("1", token: "A", with: [batch("1a", "A"), batch("1b", "A")])
+        XCTAssertEqual(o.takeReady(now: 0).map(\.id), ["1a"])
     }
 }

@@ -18,18 +18,19 @@ final class FakeUpstream {
     private(set) var port: UInt16 = 0
 
     /// With `cert`/`key`, serves HTTPS.
-    init(cert: String? = nil, key: String? = nil) throws {
+    /// `port` 0 picks a free one; a fixed port brings an upstream "back" where it was down.
+    init(cert: String? = nil, key: String? = nil, port: UInt16 = 0) throws {
         dir = Paths.tempDir("upstream")
         let portFile = dir.appendingPathComponent("port").path
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         var args = ["python3", Paths.fixtures.appendingPathComponent("fake_upstream.py").path,
-                    "--host", "127.0.0.1", "--port", "0", "--port-file", portFile]
+                    "--host", "127.0.0.1", "--port", "\(port)", "--port-file", portFile]
         if let cert, let key { args += ["--cert", cert, "--key", key] }
         process.arguments = args
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         waitFor("the fake upstream to listen") { FileManager.default.fileExists(atPath: portFile) }
-        port = UInt16((try String(contentsOfFile: portFile, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines))!
+        self.port = UInt16((try String(contentsOfFile: portFile, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines))!
         // The control API is plain HTTP only when the upstream is; over TLS the tests read
         // what was recorded through the same TLS port with curl-free checks in Python.
         isTLS = cert != nil
@@ -72,6 +73,29 @@ final class FakeUpstream {
     }
 
     func reset() throws { _ = try control("POST", "/_control/reset") }
+
+    /// Forgets the scripted answers but keeps what was recorded.
+    func clearScript() throws { _ = try control("POST", "/_control/script/clear") }
+
+    /// Times (epoch seconds, the fake's clock) at which each request arrived, in order.
+    func arrivalTimes(path: String) throws -> [Double] {
+        let r = try control("GET", "/_control/requests")
+        let list = (try JSONSerialization.jsonObject(with: Data(r.body)) as? [[String: Any]]) ?? []
+        return list.filter { $0["path"] as? String == path }.compactMap { $0["t"] as? Double }
+    }
+
+    /// A port nothing listens on (yet): bound, read and closed.
+    static func freePort() -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return UInt16(bigEndian: addr.sin_port)
+    }
 
     /// Reads the control API of an HTTPS fake upstream with curl, trusting any certificate
     /// (this is the test reading its own fake, not the proxy's TLS path).

@@ -1,0 +1,151 @@
+import Glibc
+import XCTest
+@testable import MetricsProxyCore
+
+/// A file system in memory whose next operations can be told to fail, or to tear a write.
+final class ScriptedFileSystem: FileSystem {
+    var files: [String: [UInt8]] = [:]
+    var dirs: Set<String> = []
+    /// errno for the next `writeNew` calls (one per element), e.g. ENOSPC.
+    var writeFaults: [Int32] = []
+    /// Write only this many bytes and then fail with EIO (a crash mid-write looks the same).
+    var tearNextWriteAt: Int?
+    var readFaults: [Int32] = []
+
+    func makeDirectory(_ path: String, mode: UInt32) throws(FSError) { dirs.insert(path) }
+    func list(_ dir: String) throws(FSError) -> [String] {
+        files.keys.filter { $0.hasPrefix(dir + "/") && !$0.dropFirst(dir.count + 1).contains("/") }.map { String($0.dropFirst(dir.count + 1)) }
+    }
+    func read(_ path: String) throws(FSError) -> [UInt8] {
+        if !readFaults.isEmpty { throw FSError(code: readFaults.removeFirst(), operation: "read", path: path) }
+        guard let f = files[path] else { throw FSError(code: ENOENT, operation: "open", path: path) }
+        return f
+    }
+    func writeNew(_ path: String, _ bytes: [UInt8], mode: UInt32) throws(FSError) {
+        XCTAssertEqual(mode, 0o600)
+        if !writeFaults.isEmpty { throw FSError(code: writeFaults.removeFirst(), operation: "write", path: path) }
+        if let n = tearNextWriteAt {
+            tearNextWriteAt = nil
+            files[path] = Array(bytes.prefix(n))
+            throw FSError(code: EIO, operation: "write", path: path)
+        }
+        files[path] = bytes
+    }
+    func rename(_ from: String, _ to: String) throws(FSError) {
+        guard let f = files.removeValue(forKey: from) else { throw FSError(code: ENOENT, operation: "rename", path: from) }
+        files[to] = f
+    }
+    func syncDirectory(_ dir: String) throws(FSError) {}
+    func remove(_ path: String) throws(FSError) { files[path] = nil }
+}
+
+final class SpoolTests: XCTestCase {
+    func batch(_ id: String, token: String = "p:development.s", body: String = #"{"applications":[],"metrics":[]}"#, created: Int64 = 1000) -> Batch {
+        Batch(id: id, token: token, path: "/client/metrics/bulk", body: Array(body.utf8), created: created, entries: 0)
+    }
+
+    func testFileRoundTripAndEveryTearOrFlipIsCaught() throws {
+        let b = batch("000001795860000000-0001", body: #"{"applications":[],"metrics":[{"featureName":"f"}]}"#)
+        let bytes = SpoolFile.encode(b)
+        XCTAssertEqual(try SpoolFile.decode(bytes), b)
+        for cut in 0..<bytes.count {
+            XCTAssertThrowsError(try SpoolFile.decode(Array(bytes.prefix(cut))), "truncated at \(cut)")
+        }
+        for i in stride(from: 0, to: bytes.count, by: 3) {
+            var flipped = bytes
+            flipped[i] ^= 0x04
+            XCTAssertThrowsError(try SpoolFile.decode(flipped), "bit flipped at byte \(i)")
+        }
+    }
+
+    func testOpenRemovesTempFilesSetsAsideCorruptAndIndexesInOrder() throws {
+        let fs = ScriptedFileSystem()
+        fs.files["/s/000000000000002-0000.batch"] = SpoolFile.encode(batch("000000000000002-0000"))
+        fs.files["/s/000000000000001-0000.batch"] = SpoolFile.encode(batch("000000000000001-0000"))
+        fs.files["/s/000000000000003-0000.batch"] = Array(SpoolFile.encode(batch("000000000000003-0000")).dropLast(2))
+        fs.files["/s/000000000000004-0000.tmp"] = [1, 2, 3]
+        let spool = Spool(dir: "/s", fs: fs, maxSize: 1 << 20, maxAgeMillis: 1 << 40)
+        let aside = try spool.open()
+        XCTAssertEqual(aside.map(\.name), ["000000000000003-0000.batch"])
+        XCTAssertEqual(spool.entries.map(\.id), ["000000000000001-0000", "000000000000002-0000"])
+        XCTAssertNotNil(fs.files["/s/corrupt/000000000000003-0000.batch"])
+        XCTAssertNil(fs.files["/s/000000000000004-0000.tmp"])
+        XCTAssertEqual(spool.corruptCount, 1)
+        XCTAssertTrue(fs.dirs.isSuperset(of: ["/s", "/s/corrupt", "/s/rejected"]))
+    }
+
+    func testENOSPCAndEIOLeaveNothingBehindAndTheNextWriteWorks() throws {
+        let fs = ScriptedFileSystem()
+        let spool = Spool(dir: "/s", fs: fs, maxSize: 1 << 20, maxAgeMillis: 1 << 40)
+        _ = try spool.open()
+        fs.writeFaults = [ENOSPC, EIO]
+        XCTAssertThrowsError(try spool.store(batch("1"))) { XCTAssertEqual(($0 as? FSError)?.code, ENOSPC) }
+        XCTAssertThrowsError(try spool.store(batch("1"))) { XCTAssertEqual(($0 as? FSError)?.code, EIO) }
+        fs.tearNextWriteAt = 10
+        XCTAssertThrowsError(try spool.store(batch("1")))
+        XCTAssertEqual(fs.files.keys.filter { $0.hasPrefix("/s/") }, [], "no torn or temporary file is left")
+        XCTAssertEqual(spool.entries, [])
+        try spool.store(batch("1"))
+        XCTAssertEqual(try spool.load("1"), batch("1"))
+    }
+
+    func testLoadOfAFileDamagedLaterSetsItAside() throws {
+        let fs = ScriptedFileSystem()
+        let spool = Spool(dir: "/s", fs: fs, maxSize: 1 << 20, maxAgeMillis: 1 << 40)
+        _ = try spool.open()
+        try spool.store(batch("1"))
+        fs.files["/s/1.batch"]![40] ^= 1
+        XCTAssertThrowsError(try spool.load("1"))
+        XCTAssertNotNil(fs.files["/s/corrupt/1.batch"])
+        XCTAssertFalse(spool.contains("1"))
+        fs.readFaults = [EIO]
+        try spool.store(batch("2"))
+        XCTAssertThrowsError(try spool.load("2")) { e in
+            guard case .io = e as! Spool.LoadFailure else { return XCTFail("an I/O error is not corruption") }
+        }
+        XCTAssertTrue(spool.contains("2"), "an I/O error keeps the batch")
+    }
+
+    func testCapsDropOldestFirstAndNeverInFlight() throws {
+        let fs = ScriptedFileSystem()
+        let one = SpoolFile.encode(batch("x")).count
+        let spool = Spool(dir: "/s", fs: fs, maxSize: one * 3, maxAgeMillis: 10_000)
+        _ = try spool.open()
+        for i in 1...5 { try spool.store(batch("\(i)", created: Int64(i) * 1000)) }
+        let dropped = spool.enforceCaps(now: 5000, busy: ["1"])
+        XCTAssertEqual(dropped.map(\.0.id), ["2", "3"])
+        XCTAssertEqual(dropped.map(\.1), [.maxSize, .maxSize])
+        XCTAssertEqual(spool.entries.map(\.id), ["1", "4", "5"])
+        XCTAssertLessThanOrEqual(spool.bytes, one * 3)
+        let aged = spool.enforceCaps(now: 14_500, busy: [])
+        XCTAssertEqual(aged.map(\.0.id), ["1", "4"])
+        XCTAssertEqual(spool.dropped, [.maxSize: 2, .maxAge: 2])
+    }
+
+    func testRejectMovesToRejected() throws {
+        let fs = ScriptedFileSystem()
+        let spool = Spool(dir: "/s", fs: fs, maxSize: 1 << 20, maxAgeMillis: 1 << 40)
+        _ = try spool.open()
+        try spool.store(batch("1"))
+        try spool.reject("1")
+        XCTAssertNotNil(fs.files["/s/rejected/1.batch"])
+        XCTAssertEqual(spool.rejectedCount, 1)
+        XCTAssertEqual(spool.bytes, 0)
+    }
+
+    func testPosixFileSystemWritesPrivateFilesInAPrivateDirectory() throws {
+        let dir = "/tmp/mp-spool-test-\(getpid())"
+        defer { _ = try? PosixFileSystem().list(dir).forEach { unlink("\(dir)/\($0)") }; rmdir("\(dir)/corrupt"); rmdir("\(dir)/rejected"); rmdir(dir) }
+        let spool = Spool(dir: dir, fs: PosixFileSystem(), maxSize: 1 << 20, maxAgeMillis: 1 << 40)
+        _ = try spool.open()
+        try spool.store(batch("1"))
+        var st = stat()
+        XCTAssertEqual(stat(dir, &st), 0)
+        XCTAssertEqual(st.st_mode & 0o777, 0o700)
+        XCTAssertEqual(stat("\(dir)/1.batch", &st), 0)
+        XCTAssertEqual(st.st_mode & 0o777, 0o600)
+        XCTAssertEqual(try Spool(dir: dir, fs: PosixFileSystem(), maxSize: 1 << 20, maxAgeMillis: 1 << 40).open().count, 0)
+        try spool.remove("1")
+        XCTAssertEqual(stat("\(dir)/1.batch", &st), -1)
+    }
+}
