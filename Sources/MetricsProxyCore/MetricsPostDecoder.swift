@@ -382,7 +382,7 @@ private enum TopKey {
 }
 
 extension StringProtocol {
-    func trimmingASCIIWhitespace() -> String {
+    public func trimmingASCIIWhitespace() -> String {
         let ws: Set<Character> = [" ", "\t", "\n", "\r"]
         var s = Substring(self)
         while let f = s.first, ws.contains(f) { s.removeFirst() }

@@ -30,6 +30,17 @@ public struct Router: Sendable {
         }
     }
 
+    /// For a forwarded request: its path and query below the prefix and `/api`, as sent
+    /// (case kept), e.g. `/client/features?namePrefix=x`.
+    public func upstreamPath(uri: String) -> String {
+        var rest = Substring(uri)
+        while rest.hasPrefix("//") { rest = rest.dropFirst() }
+        if !prefix.isEmpty, rest.lowercased().hasPrefix(prefix) { rest = rest.dropFirst(prefix.count) }
+        while rest.hasPrefix("//") { rest = rest.dropFirst() }
+        if rest.lowercased().hasPrefix("/api/") { rest = rest.dropFirst(4) }
+        return String(rest)
+    }
+
     /// The path without query, lower-cased, slashes collapsed, no trailing slash.
     public static func normalize(_ uri: String) -> String {
         let pathPart = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""

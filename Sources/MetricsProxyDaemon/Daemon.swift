@@ -10,6 +10,7 @@ public final class Daemon {
     private let loop: EventLoop
     private var server: HTTPServer!
     private let forwarder: Forwarder
+    private let reverseProxy: ReverseProxy
     private let router: Router
     private let intake: Intake
     private let builder: BatchBuilder
@@ -32,6 +33,7 @@ public final class Daemon {
         let spool = Spool(dir: config.spool.dir, fs: PosixFileSystem(), maxSize: config.spool.maxSize,
                           maxAgeMillis: config.spool.maxAge.milliseconds)
         forwarder = Forwarder(loop: loop, client: client, spool: spool, config: config, log: log)
+        reverseProxy = ReverseProxy(client: client, log: log)
         router = Router(prefix: config.listen.pathPrefix)
         intake = Intake(maxBody: config.listen.maxBody, upstreamToken: config.upstream.token)
         builder = BatchBuilder(mode: config.upstream.mode, maxBody: config.upstream.maxBody)
@@ -80,6 +82,9 @@ public final class Daemon {
     private func handle(_ req: HTTPRequest) {
         switch router.route(method: req.method, uri: req.uri) {
         case .metrics: ingest(req, .metrics)
+        case .register where config.upstream.mode == .metrics:
+            // Single-app mode sends no applications[]: registrations go upstream as they are.
+            reverseProxy.forward(req, upstreamPath: router.upstreamPath(uri: req.uri))
         case .register: ingest(req, .register)
         case .health: req.reply(200, Array("ok\n".utf8), contentType: "text/plain")
         case .ready:
@@ -91,7 +96,7 @@ public final class Daemon {
         case .methodNotAllowed(let allow):
             req.reply(405, Intake.message("Method \(req.method) is not allowed here; use \(allow)"), headers: [("Allow", allow)])
         case .forward:
-            req.reply(501, Intake.message("metrics-proxy does not forward \(Router.normalize(req.uri)) to the upstream yet"))
+            reverseProxy.forward(req, upstreamPath: router.upstreamPath(uri: req.uri))
         case .notFound:
             req.reply(404, Intake.message("Not found: \(Router.normalize(req.uri))"))
         }
@@ -109,7 +114,10 @@ public final class Daemon {
         }
         let now = nowMillis()
         switch outcome {
-        case .metrics(let post, let token):
+        case .metrics(var post, let token):
+            // SDK headers fill what the body leaves out (the Python SDK sends no sdkVersion).
+            if post.sdk.sdkVersion == nil { post.sdk.sdkVersion = req.header("unleash-sdk") }
+            if post.sdk.connectionId == nil { post.sdk.connectionId = req.header("unleash-connection-id") }
             window.merge(post, token: token, interval: req.header("unleash-interval").flatMap(Double.init), now: now)
             postsInWindow += 1
             req.reply(202)

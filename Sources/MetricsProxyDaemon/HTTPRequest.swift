@@ -29,6 +29,27 @@ struct HTTPRequest {
         return String(cString: v)
     }
 
+    /// Every request header, in order, as sent.
+    func headers() -> [(String, String)] {
+        var out: [(String, String)] = []
+        var kv = evhttp_request_get_input_headers(raw)?.pointee.tqh_first
+        while let e = kv {
+            out.append((String(cString: e.pointee.key), String(cString: e.pointee.value)))
+            kv = e.pointee.next.tqe_next
+        }
+        return out
+    }
+
+    /// The client's IP address; nil on the Unix socket (libevent reports port 0 there).
+    var peerAddress: String? {
+        guard let conn = evhttp_request_get_connection(raw) else { return nil }
+        var address: UnsafeMutablePointer<CChar>?
+        var port: UInt16 = 0
+        evhttp_connection_get_peer(conn, &address, &port)
+        guard port != 0, let address else { return nil }
+        return String(cString: address)
+    }
+
     /// Calls `body` with the request body as one contiguous buffer.
     func withBody<T>(_ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
         guard let buf = evhttp_request_get_input_buffer(raw) else { return body(UnsafeBufferPointer(start: nil, count: 0)) }

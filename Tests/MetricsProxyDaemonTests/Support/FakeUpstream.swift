@@ -84,6 +84,15 @@ final class FakeUpstream {
         return list.filter { $0["path"] as? String == path }.compactMap { $0["t"] as? Double }
     }
 
+    /// Whether the plain-HTTP fake on `port` has recorded a request to `path` (callable from
+    /// any thread).
+    static func hasRecorded(port: UInt16, path: String) -> Bool {
+        let c = HTTPClient(.tcp("127.0.0.1", port))
+        guard let r = try? c.request("GET", "/_control/requests?path=\(path)"),
+              let list = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [Any] else { return false }
+        return !list.isEmpty
+    }
+
     /// A port nothing listens on (yet): bound, read and closed.
     static func freePort() -> UInt16 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -76,11 +76,12 @@ final class HTTPClient {
         return response
     }
 
-    /// Sends raw bytes (for malformed requests) and reads one response.
-    func raw(_ bytes: [UInt8]) throws -> Response {
+    /// Sends raw bytes (for malformed requests) and reads one response, unless told not to.
+    @discardableResult
+    func raw(_ bytes: [UInt8], readResponse: Bool = true) throws -> Response? {
         if fd < 0 { try connect() }
         try sendAll(bytes)
-        return try readResponse(method: "POST")
+        return readResponse ? try self.readResponse(method: "POST") : nil
     }
 
     private func connect() throws {

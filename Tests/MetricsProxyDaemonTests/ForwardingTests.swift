@@ -1,0 +1,118 @@
+import Foundation
+import XCTest
+
+/// Every other client API request goes to the upstream and back, unchanged, so an SDK whose
+/// base URL is the proxy keeps working.
+final class ForwardingTests: XCTestCase {
+    func testFeaturesForwardedWithHeadersQueryAndETagOverTCPAndUnix() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url))
+        for client in [proxy.tcp(), proxy.unix()] {
+            try upstream.reset()
+            let r = try client.request("GET", "/api/client/features?namePrefix=flag&project=default", headers: [
+                ("Authorization", tokenA), ("unleash-appname", "shop"), ("X-Forwarded-For", "10.0.0.7"),
+                ("Connection", "keep-alive, X-Hop"), ("X-Hop", "must not pass"), ("X-Custom", "passes")])
+            XCTAssertEqual(r.status, 200)
+            XCTAssertEqual((r.json?["features"] as? [[String: Any]])?.first?["name"] as? String, "flag-a")
+            let etag = try XCTUnwrap(r.header("ETag"))
+            let seen = try XCTUnwrap(try upstream.requests(path: "/api/client/features").first)
+            XCTAssertEqual(seen.header("Authorization"), tokenA)
+            XCTAssertEqual(seen.header("unleash-appname"), "shop")
+            XCTAssertEqual(seen.header("X-Custom"), "passes")
+            XCTAssertNil(seen.header("X-Hop"), "headers named in Connection are hop-by-hop")
+            let xff = seen.header("X-Forwarded-For")
+            if case .tcp = client.endpoint {
+                XCTAssertEqual(xff, "10.0.0.7, 127.0.0.1", "the peer is appended")
+            } else {
+                XCTAssertEqual(xff, "10.0.0.7", "a Unix peer has no address to append")
+            }
+            let all = try upstream.requests()
+            XCTAssertTrue(all.contains { $0.path == "/api/client/features" })
+            // The conditional request: 304 with no body, on the same kept-alive connection.
+            let again = try client.request("GET", "/api/client/features", headers: [("Authorization", tokenA), ("If-None-Match", etag)])
+            XCTAssertEqual(again.status, 304)
+            XCTAssertEqual(again.body, [])
+        }
+    }
+
+    func testQueryStringAndBodyOfOtherMethodsPassThrough() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url))
+        let r = try proxy.tcp().request("POST", "/api/client/something?x=1", headers: [("Content-Type", "application/json"), ("Authorization", tokenA)],
+                                        body: Array(#"{"k":"v"}"#.utf8))
+        XCTAssertEqual(r.status, 404, "the upstream's own answer comes back")
+        XCTAssertEqual(r.json?["message"] as? String, "not found")
+        let seen = try XCTUnwrap(try upstream.requests(path: "/api/client/something").first)
+        XCTAssertEqual(seen.method, "POST")
+        XCTAssertEqual(seen.body, #"{"k":"v"}"#)
+    }
+
+    func testUpstreamDownIsA502AndSilentIsA504WithoutBlockingMetricPosts() throws {
+        let port = FakeUpstream.freePort()
+        let down = try ProxyProcess(config: testConfig(upstream: "http://127.0.0.1:\(port)/api"))
+        let t0 = Date()
+        let r = try down.tcp().request("GET", "/api/client/features", headers: [("Authorization", tokenA)])
+        XCTAssertEqual(r.status, 502)
+        XCTAssertTrue((r.json?["message"] as? String ?? "").hasPrefix("upstream unavailable"))
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 1, "a refused upstream answers quickly")
+
+        let upstream = try FakeUpstream()
+        try upstream.script([["status": 200, "delay": 4.0, "repeat": -1, "path_prefix": "/api/client/features"]])
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url))
+        let tcp = proxy.tcpPort, upstreamPort = upstream.port
+        let slow = parallel(2) { i -> (Int, TimeInterval) in
+            let start = Date()
+            let c = HTTPClient(.tcp("127.0.0.1", tcp))
+            if i == 0 {
+                let r = try? c.request("GET", "/api/client/features", headers: [("Authorization", tokenA)])
+                return (r?.status ?? 0, Date().timeIntervalSince(start))
+            }
+            // Once the features request is hanging upstream, post a metric.
+            waitFor("the features request upstream") { FakeUpstream.hasRecorded(port: upstreamPort, path: "/api/client/features") }
+            let posted = Date()
+            let r = try? c.post("/api/client/metrics", json: ValidationTests.bucket(#"{"f":{"yes":1}}"#), token: tokenA)
+            return (r?.status ?? 0, Date().timeIntervalSince(posted))
+        }
+        XCTAssertEqual(slow[0].0, 504, "the proxy's 2 s upstream timeout")
+        XCTAssertEqual(slow[1].0, 202)
+        XCTAssertLessThan(slow[1].1, 0.5, "a metric post does not wait on a hanging forward")
+    }
+
+    func testClientLeavingMidForwardDoesNotDisturbTheProxy() throws {
+        let upstream = try FakeUpstream()
+        try upstream.script([["status": 200, "delay": 1.0, "repeat": -1, "path_prefix": "/api/client/features"]])
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url))
+        for _ in 0..<5 {
+            let c = proxy.tcp()
+            _ = try c.raw(Array("GET /api/client/features HTTP/1.1\r\nHost: x\r\nAuthorization: \(tokenA)\r\nContent-Length: 0\r\n\r\n".utf8), readResponse: false)
+            waitFor("the request upstream") { FakeUpstream.hasRecorded(port: upstream.port, path: "/api/client/features") }
+            c.disconnect()
+            try upstream.reset()
+            try upstream.script([["status": 200, "delay": 1.0, "repeat": -1, "path_prefix": "/api/client/features"]])
+        }
+        XCTAssertEqual(try proxy.tcp().request("GET", "/healthz").status, 200)
+        XCTAssertTrue(proxy.process.isRunning)
+        // libevent 2.1 notices a client that left only when it writes the answer; the answer
+        // is then dropped with the connection, and nothing else is disturbed.
+        XCTAssertFalse(proxy.log.contains("level=error"), proxy.log)
+        try upstream.clearScript()
+        XCTAssertEqual(try proxy.unix().request("GET", "/api/client/features", headers: [("Authorization", tokenA)]).status, 200)
+    }
+
+    func testRegisterIsForwardedInMetricsModeAndJoinedInBulkMode() throws {
+        let upstream = try FakeUpstream()
+        let register = #"{"appName":"shop","instanceId":"i-1","strategies":["default"],"started":"2026-11-28T10:00:00Z","interval":15000}"#
+        let metricsMode = try ProxyProcess(config: testConfig(upstream: upstream.url, upstreamExtra: "mode = metrics"))
+        XCTAssertEqual(try metricsMode.tcp().post("/api/client/register", json: register, token: tokenA).status, 202)
+        let forwarded = try upstream.requests(path: "/api/client/register")
+        XCTAssertEqual(forwarded.count, 1)
+        XCTAssertEqual(forwarded.first?.body, register)
+        try upstream.reset()
+        let bulk = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "300ms"))
+        XCTAssertEqual(try bulk.tcp().post("/api/client/register", json: register, token: tokenA).status, 202)
+        waitFor("the registration in applications[]") {
+            ((try? upstream.requests(path: "/api/client/metrics/bulk")) ?? []).contains { ($0.json["applications"] as? [[String: Any]])?.first?["instanceId"] as? String == "i-1" }
+        }
+        XCTAssertEqual(try upstream.requests(path: "/api/client/register").count, 0)
+    }
+}
