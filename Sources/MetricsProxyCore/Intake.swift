@@ -11,6 +11,15 @@ public struct Intake: Sendable {
         case refused(status: Int, body: [UInt8])
         /// A 400 whose body needs a fresh id.
         case invalid(ValidationFailure)
+
+        /// The HTTP status this outcome is answered with.
+        public var status: Int {
+            switch self {
+            case .metrics, .register: return 202
+            case .refused(let status, _): return status
+            case .invalid: return 400
+            }
+        }
     }
 
     public var maxBody: Int

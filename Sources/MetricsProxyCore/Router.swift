@@ -4,6 +4,8 @@
 public struct Router: Sendable {
     public enum Route: Sendable, Equatable {
         case metrics, register, health, ready
+        /// The proxy's own Prometheus metrics (`GET /metrics`).
+        case selfMetrics
         case methodNotAllowed(allow: String)
         /// Another `/api/...` request, for the upstream.
         case forward
@@ -26,6 +28,7 @@ public struct Router: Sendable {
         case "/api/client/register": return method == "POST" ? .register : .methodNotAllowed(allow: "POST")
         case "/healthz": return method == "GET" || method == "HEAD" ? .health : .methodNotAllowed(allow: "GET, HEAD")
         case "/readyz": return method == "GET" || method == "HEAD" ? .ready : .methodNotAllowed(allow: "GET, HEAD")
+        case "/metrics": return method == "GET" || method == "HEAD" ? .selfMetrics : .methodNotAllowed(allow: "GET, HEAD")
         default: return path.hasPrefix("/api/") ? .forward : .notFound
         }
     }

@@ -21,6 +21,7 @@ public final class Daemon {
     private var signals: [LoopEvent] = []
     private var shuttingDown = false
     private var postsInWindow = 0
+    private let telemetry: Telemetry
 
     /// Batches the spool could not take wait in memory up to this many bytes.
     static let memoryOutboxMaxBytes = 64 << 20
@@ -28,11 +29,13 @@ public final class Daemon {
     public init(config: Config, log: Logger) throws(StartupError) {
         self.config = config
         self.log = log
+        log.routeLibeventMessages()
+        telemetry = Telemetry()
         loop = try EventLoop()
         let client = try UpstreamClient(loop: loop, config: config.upstream)
         let spool = Spool(dir: config.spool.dir, fs: PosixFileSystem(), maxSize: config.spool.maxSize,
                           maxAgeMillis: config.spool.maxAge.milliseconds)
-        forwarder = Forwarder(loop: loop, client: client, spool: spool, config: config, log: log)
+        forwarder = Forwarder(loop: loop, client: client, spool: spool, config: config, log: log, telemetry: telemetry)
         reverseProxy = ReverseProxy(client: client, log: log)
         router = Router(prefix: config.listen.pathPrefix)
         intake = Intake(maxBody: config.listen.maxBody, upstreamToken: config.upstream.token)
@@ -88,11 +91,20 @@ public final class Daemon {
         case .register: ingest(req, .register)
         case .health: req.reply(200, Array("ok\n".utf8), contentType: "text/plain")
         case .ready:
+            // Serving at all means the listeners are bound and the spool was scanned (both
+            // happen before the loop runs); a draining proxy takes no more traffic.
             if shuttingDown {
-                req.reply(503, Array("shutting down\n".utf8), contentType: "text/plain")
+                req.reply(503, Array("not ready: shutting down\n".utf8), contentType: "text/plain")
             } else {
                 req.reply(200, Array("ready\n".utf8), contentType: "text/plain")
             }
+        case .selfMetrics:
+            let now = nowMillis()
+            let gauges = SelfMetrics.Gauges(windowKeys: window.keyCount, spoolBatches: forwarder.spool.entries.count,
+                                            spoolBytes: forwarder.spool.bytes,
+                                            spoolOldestAgeSeconds: Double(forwarder.spool.oldestAge(now: now) ?? 0) / 1000,
+                                            version: Version.string)
+            req.reply(200, Array(telemetry.metrics.render(gauges).utf8), contentType: "text/plain; version=0.0.4; charset=utf-8")
         case .methodNotAllowed(let allow):
             req.reply(405, Intake.message("Method \(req.method) is not allowed here; use \(allow)"), headers: [("Allow", allow)])
         case .forward:
@@ -109,10 +121,12 @@ public final class Daemon {
             return
         }
         let outcome = req.withBody { body in
-            intake.evaluate(kind, contentType: req.header("Content-Type"), contentEncoding: req.header("Content-Encoding"),
+            if kind == .metrics { telemetry.metrics.postBytes += body.count }
+            return intake.evaluate(kind, contentType: req.header("Content-Type"), contentEncoding: req.header("Content-Encoding"),
                             authorization: req.header("Authorization"), body: body)
         }
         let now = nowMillis()
+        if kind == .metrics { telemetry.metrics.posts[outcome.status, default: 0] += 1 }
         switch outcome {
         case .metrics(var post, let token):
             // SDK headers fill what the body leaves out (the Python SDK sends no sdkVersion).
@@ -154,6 +168,7 @@ public final class Daemon {
         window = Window(opened: now)
         postsInWindow = 0
         forwarder.enqueue(batches)
+        telemetry.metrics.windowsClosed += 1
         // Logged after the batches are in the spool (or, if the disk failed, held in memory).
         log.info("window closed", [("window", "\(windowSequence)"), ("posts", "\(posts)"), ("keys", "\(keys)"),
                                    ("instances", "\(instances)"), ("batches", "\(batches.count)"),
@@ -183,4 +198,9 @@ public final class Daemon {
         log.warn("drain timeout reached", [("batches_left", "\(forwarder.outbox.count)")])
         loop.stop()
     }
+}
+
+/// The proxy's counters, shared by the parts that count.
+final class Telemetry {
+    var metrics = SelfMetrics()
 }

@@ -21,7 +21,10 @@ final class Forwarder {
     /// Counters for logs and tests.
     private(set) var delivered = 0, rejected = 0, droppedInMemory = 0, setAside = 0
 
-    init(loop: EventLoop, client: UpstreamClient, spool: Spool, config: Config, log: Logger) {
+    private let telemetry: Telemetry
+
+    init(loop: EventLoop, client: UpstreamClient, spool: Spool, config: Config, log: Logger, telemetry: Telemetry) {
+        self.telemetry = telemetry
         let spacing = config.spool.replayRate > 0 ? Int64(1000 / config.spool.replayRate) : 0
         outbox = Outbox(policy: RetryPolicy(config.retry), maxBytes: Daemon.memoryOutboxMaxBytes,
                         maxInFlight: config.upstream.maxInFlight, minSpacingMillis: spacing)
@@ -43,6 +46,7 @@ final class Forwarder {
         }
         for (name, reason) in aside {
             setAside += 1
+            telemetry.metrics.batchesDropped["corrupt", default: 0] += 1
             log.error("spool file set aside", [("file", name), ("reason", reason), ("moved_to", "\(spool.dir)/corrupt")])
         }
         let found = spool.entries.map {
@@ -61,6 +65,7 @@ final class Forwarder {
         let kept = batches.map(spoolOrKeep)
         for b in outbox.add(kept) {
             droppedInMemory += 1
+            telemetry.metrics.batchesDropped["memory_cap", default: 0] += 1
             log.error("batch dropped", [("reason", "memory cap while the spool is failing"), ("batch", b.id),
                                         ("token", Token.fingerprint(b.token)), ("bytes", "\(b.body.count)")])
         }
@@ -114,6 +119,7 @@ final class Forwarder {
     private func applyCaps() {
         for (e, reason) in spool.enforceCaps(now: nowMillis(), busy: outbox.inFlightIds) {
             outbox.remove(e.id, token: e.token)
+            telemetry.metrics.batchesDropped[reason.rawValue, default: 0] += 1
             log.error("batch dropped", [("reason", reason.rawValue), ("batch", e.id), ("token", Token.fingerprint(e.token)),
                                         ("bytes", "\(e.fileBytes)")])
         }
@@ -136,6 +142,7 @@ final class Forwarder {
                 switch error {
                 case .corrupt(let why):
                     setAside += 1
+                    telemetry.metrics.batchesDropped["corrupt", default: 0] += 1
                     log.error("spool file set aside", [("file", "\(batch.id).batch"), ("reason", why)])
                     outbox.abandon(batch)
                 case .io(let e):
@@ -165,12 +172,18 @@ final class Forwarder {
         var fields = [("batch", batch.id), ("token", token), ("path", batch.path), ("attempt", "\(batch.attempts)"),
                       ("ms", "\(millis)")]
         switch answer {
-        case .status(let code, _): fields.append(("status", "\(code)"))
-        case .noAnswer(let why): fields.append(("error", why))
+        case .status(let code, _):
+            fields.append(("status", "\(code)"))
+            telemetry.metrics.upstreamRequests[String(code), default: 0] += 1
+        case .noAnswer(let why):
+            fields.append(("error", why))
+            telemetry.metrics.upstreamRequests["error", default: 0] += 1
         }
+        if millis > 0 { telemetry.metrics.upstreamSeconds.observe(Double(millis) / 1000) }
         switch disposition {
         case .delivered:
             delivered += 1
+            telemetry.metrics.lastUpstreamSuccess = Double(nowMillis()) / 1000
             if batch.spooled { removeFromSpool(batch.id) }
             if lastProblem.removeValue(forKey: batch.token) != nil { log.info("upstream recovered", fields) }
             log.debug("batch delivered", fields + [("entries", "\(batch.entries)"), ("bytes", "\(batch.body.count)")])
@@ -204,6 +217,7 @@ final class Forwarder {
 
     private func reject(_ batch: Batch, _ fields: [(String, String)]) {
         rejected += 1
+        telemetry.metrics.batchesDropped["rejected", default: 0] += 1
         if batch.spooled {
             do { try spool.reject(batch.id) } catch {
                 log.error("cannot move a rejected batch aside", [("batch", batch.id), ("error", error.description)])

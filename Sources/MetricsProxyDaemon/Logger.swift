@@ -1,3 +1,4 @@
+import CLibevent
 import Glibc
 import MetricsProxyCore
 
@@ -42,6 +43,26 @@ public final class Logger {
         var w = JSONWriter()
         w.string(v)
         return String(decoding: w.bytes, as: UTF8.self)
+    }
+}
+
+/// libevent's log callback takes no context pointer, so the logger it writes to is a global,
+/// set once at start-up and used only on the loop thread.
+nonisolated(unsafe) private var libeventLogger: Logger?
+
+extension Logger {
+    /// Routes libevent's own warnings and errors into this log (event_set_log_callback).
+    func routeLibeventMessages() {
+        libeventLogger = self
+        event_set_log_callback { severity, message in
+            let level: LogLevel = switch severity {
+            case EVENT_LOG_DEBUG: .debug
+            case EVENT_LOG_MSG: .info
+            case EVENT_LOG_WARN: .warn
+            default: .error
+            }
+            libeventLogger?.emit(level, "libevent", [("message", message.map { String(cString: $0) } ?? "")])
+        }
     }
 }
 

@@ -19,13 +19,14 @@ final class FakeUpstream {
 
     /// With `cert`/`key`, serves HTTPS.
     /// `port` 0 picks a free one; a fixed port brings an upstream "back" where it was down.
-    init(cert: String? = nil, key: String? = nil, port: UInt16 = 0) throws {
+    init(cert: String? = nil, key: String? = nil, port: UInt16 = 0, features: String? = nil) throws {
         dir = Paths.tempDir("upstream")
         let portFile = dir.appendingPathComponent("port").path
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         var args = ["python3", Paths.fixtures.appendingPathComponent("fake_upstream.py").path,
                     "--host", "127.0.0.1", "--port", "\(port)", "--port-file", portFile]
         if let cert, let key { args += ["--cert", cert, "--key", key] }
+        if let features { args += ["--features", features] }
         process.arguments = args
         process.standardOutput = FileHandle.nullDevice
         try process.run()

@@ -1,0 +1,120 @@
+/// The proxy's own counters, rendered as Prometheus text (format 0.0.4) for `GET /metrics`.
+public struct SelfMetrics: Sendable {
+    /// Answers to metric posts, by status code.
+    public var posts: [Int: Int] = [:]
+    public var postBytes = 0
+    public var windowsClosed = 0
+    /// Upstream requests by status code, or "error" when there was no answer.
+    public var upstreamRequests: [String: Int] = [:]
+    public var upstreamSeconds = Histogram(bounds: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
+    /// Batches given up on, by reason.
+    public var batchesDropped: [String: Int] = [:]
+    public var lastUpstreamSuccess: Double?
+    public var configReloads: [String: Int] = ["success": 0, "failure": 0]
+
+    public static let dropReasons = ["max_size", "max_age", "memory_cap", "rejected", "corrupt"]
+
+    public init() {}
+
+    /// Values read from the running state when scraped.
+    public struct Gauges: Sendable {
+        public var windowKeys: Int
+        public var spoolBatches: Int
+        public var spoolBytes: Int
+        public var spoolOldestAgeSeconds: Double
+        public var version: String
+
+        public init(windowKeys: Int, spoolBatches: Int, spoolBytes: Int, spoolOldestAgeSeconds: Double, version: String) {
+            self.windowKeys = windowKeys
+            self.spoolBatches = spoolBatches
+            self.spoolBytes = spoolBytes
+            self.spoolOldestAgeSeconds = spoolOldestAgeSeconds
+            self.version = version
+        }
+    }
+
+    public func render(_ g: Gauges) -> String {
+        var out = ""
+        func family(_ name: String, _ type: String, _ help: String) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        }
+        func sample(_ name: String, _ value: Double) { sample(name, [], value) }
+        func sample(_ name: String, _ labels: [(String, String)], _ value: Double) {
+            let l = labels.isEmpty ? "" : "{" + labels.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",") + "}"
+            out += "\(name)\(l) \(format(value))\n"
+        }
+        family("metrics_proxy_posts_total", "counter", "Metric posts answered, by HTTP status code.")
+        for code in Set(posts.keys).union([202, 400]).sorted() { sample("metrics_proxy_posts_total", [("code", String(code))], Double(posts[code] ?? 0)) }
+        family("metrics_proxy_post_bytes_total", "counter", "Bytes of metric post bodies received.")
+        sample("metrics_proxy_post_bytes_total", Double(postBytes))
+        family("metrics_proxy_window_keys", "gauge", "Distinct merge keys in the open window.")
+        sample("metrics_proxy_window_keys", Double(g.windowKeys))
+        family("metrics_proxy_windows_closed_total", "counter", "Windows closed and handed to the spool.")
+        sample("metrics_proxy_windows_closed_total", Double(windowsClosed))
+        family("metrics_proxy_upstream_requests_total", "counter", "Upstream metric requests, by status code (error: no answer).")
+        for code in upstreamRequests.keys.sorted() { sample("metrics_proxy_upstream_requests_total", [("code", code)], Double(upstreamRequests[code]!)) }
+        family("metrics_proxy_upstream_request_seconds", "histogram", "Duration of upstream metric requests.")
+        var cumulative = 0
+        for (i, bound) in upstreamSeconds.bounds.enumerated() {
+            cumulative += upstreamSeconds.counts[i]
+            sample("metrics_proxy_upstream_request_seconds_bucket", [("le", format(bound))], Double(cumulative))
+        }
+        sample("metrics_proxy_upstream_request_seconds_bucket", [("le", "+Inf")], Double(upstreamSeconds.count))
+        sample("metrics_proxy_upstream_request_seconds_sum", upstreamSeconds.sum)
+        sample("metrics_proxy_upstream_request_seconds_count", Double(upstreamSeconds.count))
+        family("metrics_proxy_spool_batches", "gauge", "Batches waiting in the spool.")
+        sample("metrics_proxy_spool_batches", Double(g.spoolBatches))
+        family("metrics_proxy_spool_bytes", "gauge", "Bytes of the batches waiting in the spool.")
+        sample("metrics_proxy_spool_bytes", Double(g.spoolBytes))
+        family("metrics_proxy_spool_oldest_age_seconds", "gauge", "Age of the oldest batch in the spool (0 when empty).")
+        sample("metrics_proxy_spool_oldest_age_seconds", g.spoolOldestAgeSeconds)
+        family("metrics_proxy_batches_dropped_total", "counter", "Batches given up on, by reason.")
+        for r in Set(batchesDropped.keys).union(Self.dropReasons).sorted() {
+            sample("metrics_proxy_batches_dropped_total", [("reason", r)], Double(batchesDropped[r] ?? 0))
+        }
+        family("metrics_proxy_last_upstream_success_timestamp_seconds", "gauge", "When the upstream last took a batch (0: never).")
+        sample("metrics_proxy_last_upstream_success_timestamp_seconds", lastUpstreamSuccess ?? 0)
+        family("metrics_proxy_config_reloads_total", "counter", "SIGHUP reloads of the configuration, by result.")
+        for r in configReloads.keys.sorted() { sample("metrics_proxy_config_reloads_total", [("result", r)], Double(configReloads[r]!)) }
+        family("metrics_proxy_build_info", "gauge", "The running version.")
+        sample("metrics_proxy_build_info", [("version", g.version)], 1)
+        return out
+    }
+
+    private func escape(_ s: String) -> String {
+        var o = ""
+        for c in s {
+            switch c {
+            case "\\": o += "\\\\"
+            case "\"": o += "\\\""
+            case "\n": o += "\\n"
+            default: o.append(c)
+            }
+        }
+        return o
+    }
+
+    private func format(_ v: Double) -> String {
+        if v.isInfinite { return v > 0 ? "+Inf" : "-Inf" }
+        if v == v.rounded(), abs(v) < 1e15 { return String(Int64(v)) }
+        return String(v)
+    }
+}
+
+public struct Histogram: Sendable {
+    public let bounds: [Double]
+    public private(set) var counts: [Int]
+    public private(set) var sum = 0.0
+    public private(set) var count = 0
+
+    public init(bounds: [Double]) {
+        self.bounds = bounds
+        counts = Array(repeating: 0, count: bounds.count)
+    }
+
+    public mutating func observe(_ v: Double) {
+        if let i = bounds.firstIndex(where: { v <= $0 }) { counts[i] += 1 }
+        sum += v
+        count += 1
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import XCTest
+
+/// The real Python SDK (UnleashClient from PyPI) with its base URL at the proxy: it fetches
+/// feature definitions through the proxy, evaluates flags in several app instances (separate
+/// processes), posts metrics, and shuts down. The upstream must hold exactly the evaluations
+/// the SDKs made, in fewer requests than they posted.
+final class SDKEndToEndTests: XCTestCase {
+    func testPythonSDKInstancesThroughTheProxyArriveExactlyInFewerRequests() throws {
+        guard pythonHasUnleashClient() else {
+            return XCTFail("the real SDK is not installed: run python3 -m pip install UnleashClient==6.9.1 (the README's test command does)")
+        }
+        let upstream = try FakeUpstream(features: Paths.fixtures.appendingPathComponent("features.json").path)
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "2s"))
+        let url = "http://127.0.0.1:\(proxy.tcpPort)/api"
+        let dir = Paths.tempDir("sdk")
+        let instances = [("checkout", "checkout-1"), ("checkout", "checkout-2"), ("search", "search-1")]
+        let outputs = instances.map { dir.appendingPathComponent("\($0.1).json").path }
+        let processes = try zip(instances, outputs).map { inst, out -> Process in
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["python3", Paths.fixtures.appendingPathComponent("sdk_app.py").path, "--url", url,
+                           "--app-name", inst.0, "--instance-id", inst.1, "--token", tokenA,
+                           "--evaluations", "300", "--metrics-interval", "1", "--out", out]
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            return p
+        }
+        for p in processes {
+            waitFor("an SDK instance to finish", timeout: 30) { !p.isRunning }
+            XCTAssertEqual(p.terminationStatus, 0, "sdk_app.py failed")
+        }
+        // What the SDKs say they evaluated, summed per app and flag.
+        var expected: [String: [String: (yes: Int, no: Int, variants: [String: Int])]] = [:]
+        var sdkPosts = 0
+        for (inst, out) in zip(instances, outputs) {
+            let j = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out))) as? [String: Any])
+            sdkPosts += j["metric_posts"] as? Int ?? 0
+            XCTAssertEqual(j["metric_statuses"] as? [Int], Array(repeating: 202, count: j["metric_posts"] as? Int ?? 0),
+                           "the proxy answered every SDK post 202")
+            for (flag, c) in j["counts"] as! [String: [String: Any]] {
+                var e = expected[inst.0, default: [:]][flag, default: (0, 0, [:])]
+                e.yes += c["yes"] as! Int
+                e.no += c["no"] as! Int
+                for (v, n) in c["variants"] as? [String: Int] ?? [:] { e.variants[v, default: 0] += n }
+                expected[inst.0, default: [:]][flag] = e
+            }
+        }
+        XCTAssertEqual(expected.count, 2)
+        XCTAssertGreaterThan(sdkPosts, 6)
+        // The SDKs fetched their features through the proxy.
+        XCTAssertGreaterThanOrEqual(try upstream.requests(path: "/api/client/features").count, 3)
+
+        func received() throws -> [String: [String: (yes: Int, no: Int, variants: [String: Int])]] {
+            var got: [String: [String: (yes: Int, no: Int, variants: [String: Int])]] = [:]
+            for r in try upstream.requests(path: "/api/client/metrics/bulk") {
+                for m in r.json["metrics"] as! [[String: Any]] {
+                    let app = m["appName"] as! String, flag = m["featureName"] as! String
+                    var e = got[app, default: [:]][flag, default: (0, 0, [:])]
+                    e.yes += m["yes"] as! Int
+                    e.no += m["no"] as! Int
+                    for (v, n) in m["variants"] as! [String: Int] { e.variants[v, default: 0] += n }
+                    got[app, default: [:]][flag] = e
+                }
+            }
+            return got
+        }
+        func same(_ a: [String: [String: (yes: Int, no: Int, variants: [String: Int])]],
+                  _ b: [String: [String: (yes: Int, no: Int, variants: [String: Int])]]) -> Bool {
+            a.keys.sorted() == b.keys.sorted() && a.keys.allSatisfy { app in
+                a[app]!.keys.sorted() == b[app]!.keys.sorted() && a[app]!.keys.allSatisfy { f in
+                    a[app]![f]!.yes == b[app]![f]!.yes && a[app]![f]!.no == b[app]![f]!.no && a[app]![f]!.variants == b[app]![f]!.variants
+                }
+            }
+        }
+        try waitFor("every evaluation upstream", timeout: 15) { same(try received(), expected) }
+        let upstreamRequests = try upstream.requests(path: "/api/client/metrics/bulk")
+        XCTAssertLessThan(upstreamRequests.count, sdkPosts, "fewer requests upstream than the SDKs posted")
+        print("sdk end-to-end: \(sdkPosts) SDK metric posts in, \(upstreamRequests.count) upstream requests out")
+        let apps = Set(upstreamRequests.flatMap { ($0.json["applications"] as! [[String: Any]]).map { "\($0["appName"]!)/\($0["instanceId"]!)" } })
+        XCTAssertEqual(apps, Set(instances.map { "\($0.0)/\($0.1)" }), "every instance in applications[]")
+        let registered = upstreamRequests.flatMap { $0.json["applications"] as! [[String: Any]] }
+        XCTAssertTrue(registered.allSatisfy { ($0["sdkVersion"] as? String)?.hasPrefix("unleash-python-sdk:") == true })
+    }
+
+    func pythonHasUnleashClient() -> Bool {
+        (try? runTool("/usr/bin/env", ["python3", "-c", "import UnleashClient"])) == 0
+    }
+}
