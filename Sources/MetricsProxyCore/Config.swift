@@ -57,6 +57,27 @@ public struct Config: Sendable, Equatable {
     public var log = Log()
 
     public init() {}
+
+    /// The keys whose change takes a restart (the listeners and the spool's place); every
+    /// other key applies on SIGHUP.
+    public func restartKeys(comparedTo new: Config) -> [String] {
+        var keys: [String] = []
+        if listen.tcp != new.listen.tcp { keys.append("listen.tcp") }
+        if listen.unix != new.listen.unix { keys.append("listen.unix") }
+        if listen.unixMode != new.listen.unixMode { keys.append("listen.unix_mode") }
+        if spool.dir != new.spool.dir { keys.append("spool.dir") }
+        return keys
+    }
+
+    /// `new` with the restart-only keys kept as they are now.
+    public func reloaded(with new: Config) -> Config {
+        var c = new
+        c.listen.tcp = listen.tcp
+        c.listen.unix = listen.unix
+        c.listen.unixMode = listen.unixMode
+        c.spool.dir = spool.dir
+        return c
+    }
 }
 
 public struct HostPort: Sendable, Equatable, CustomStringConvertible {

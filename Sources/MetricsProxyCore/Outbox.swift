@@ -19,8 +19,8 @@ public struct Outbox: Sendable {
     public private(set) var bytes = 0
     public let maxBytes: Int
     public var policy: RetryPolicy
-    public let maxInFlight: Int
-    public let minSpacingMillis: Int64
+    public var maxInFlight: Int
+    public var minSpacingMillis: Int64
     private var nextSendAt: Int64 = 0
 
     public init(policy: RetryPolicy, maxBytes: Int, maxInFlight: Int = 4, minSpacingMillis: Int64 = 0) {

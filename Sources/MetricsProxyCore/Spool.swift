@@ -21,8 +21,8 @@ public final class Spool {
     }
 
     public let dir: String
-    public let maxSize: Int
-    public let maxAgeMillis: Int64
+    public var maxSize: Int
+    public var maxAgeMillis: Int64
     private let fs: FileSystem
     /// Oldest first (ids sort by creation).
     public private(set) var entries: [Entry] = []

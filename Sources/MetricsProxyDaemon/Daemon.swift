@@ -5,15 +5,18 @@ import MetricsProxyCore
 /// The running proxy: one loop, the listeners, the open window, the forwarder. Callbacks only
 /// carry out what the core decides.
 public final class Daemon {
-    private let config: Config
+    private var config: Config
+    /// Where the configuration was read from, for SIGHUP.
+    private let configPath: String
     private let log: Logger
     private let loop: EventLoop
     private var server: HTTPServer!
     private let forwarder: Forwarder
     private let reverseProxy: ReverseProxy
-    private let router: Router
-    private let intake: Intake
-    private let builder: BatchBuilder
+    private var router: Router
+    private var intake: Intake
+    private var builder: BatchBuilder
+    private var client: UpstreamClient
     private var window: Window
     private var windowSequence: UInt64 = 0
     private var windowTimer: LoopEvent!
@@ -26,13 +29,14 @@ public final class Daemon {
     /// Batches the spool could not take wait in memory up to this many bytes.
     static let memoryOutboxMaxBytes = 64 << 20
 
-    public init(config: Config, log: Logger) throws(StartupError) {
+    public init(config: Config, configPath: String, log: Logger) throws(StartupError) {
         self.config = config
+        self.configPath = configPath
         self.log = log
         log.routeLibeventMessages()
         telemetry = Telemetry()
         loop = try EventLoop()
-        let client = try UpstreamClient(loop: loop, config: config.upstream)
+        client = try UpstreamClient(loop: loop, config: config.upstream)
         let spool = Spool(dir: config.spool.dir, fs: PosixFileSystem(), maxSize: config.spool.maxSize,
                           maxAgeMillis: config.spool.maxAge.milliseconds)
         forwarder = Forwarder(loop: loop, client: client, spool: spool, config: config, log: log, telemetry: telemetry)
@@ -53,6 +57,7 @@ public final class Daemon {
         for sig in [SIGTERM, SIGINT] {
             signals.append(LoopEvent(loop: loop, signal: sig) { [unowned self] in self.shutdown(signal: sig) })
         }
+        signals.append(LoopEvent(loop: loop, signal: SIGHUP) { [unowned self] in self.reload() })
         if config.upstream.url.scheme == .https && !config.upstream.tlsVerify {
             log.warn("TLS verification is OFF for the upstream: anyone on the path can read tokens and metrics",
                      [("upstream", config.upstream.url.description)])
@@ -173,6 +178,53 @@ public final class Daemon {
         log.info("window closed", [("window", "\(windowSequence)"), ("posts", "\(posts)"), ("keys", "\(keys)"),
                                    ("instances", "\(instances)"), ("batches", "\(batches.count)"),
                                    ("spooled", "\(batches.filter { forwarder.spool.contains($0.id) }.count)")])
+    }
+
+    // MARK: reload
+
+    /// SIGHUP: the file is read and validated whole; only a valid one replaces the running
+    /// configuration, and keys that need a restart keep their running values.
+    private func reload() {
+        let new: Config
+        do {
+            new = try ConfigLoader.load(path: configPath)
+        } catch {
+            telemetry.metrics.configReloads["failure", default: 0] += 1
+            log.error("config reload failed; keeping the running configuration", [("error", error.description)])
+            return
+        }
+        let restart = config.restartKeys(comparedTo: new)
+        let applied = config.reloaded(with: new)
+        if applied.upstream.url != config.upstream.url || applied.upstream.caFile != config.upstream.caFile
+            || applied.upstream.tlsVerify != config.upstream.tlsVerify || applied.upstream.timeout != config.upstream.timeout {
+            do {
+                client = try UpstreamClient(loop: loop, config: applied.upstream)
+            } catch {
+                telemetry.metrics.configReloads["failure", default: 0] += 1
+                log.error("config reload failed; keeping the running configuration", [("error", error.description)])
+                return
+            }
+        }
+        let intervalChanged = applied.window.interval != config.window.interval
+        config = applied
+        log.level = applied.log.level
+        log.format = applied.log.format
+        router = Router(prefix: applied.listen.pathPrefix)
+        intake = Intake(maxBody: applied.listen.maxBody, upstreamToken: applied.upstream.token)
+        builder = BatchBuilder(mode: applied.upstream.mode, maxBody: applied.upstream.maxBody)
+        server.update(maxBody: applied.listen.maxBody, idleTimeout: applied.listen.idleTimeout.milliseconds)
+        forwarder.update(applied, client: client)
+        reverseProxy.client = client
+        if intervalChanged && !shuttingDown { windowTimer.schedule(afterMillis: applied.window.interval.milliseconds) }
+        telemetry.metrics.configReloads["success", default: 0] += 1
+        log.info("config reloaded", [("file", configPath), ("window", "\(applied.window.interval.milliseconds)ms")])
+        if !restart.isEmpty {
+            log.warn("config keys changed that apply only after a restart", [("keys", restart.joined(separator: ","))])
+        }
+        if applied.upstream.url.scheme == .https && !applied.upstream.tlsVerify {
+            log.warn("TLS verification is OFF for the upstream: anyone on the path can read tokens and metrics",
+                     [("upstream", applied.upstream.url.description)])
+        }
     }
 
     // MARK: shutdown

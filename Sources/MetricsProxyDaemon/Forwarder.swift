@@ -8,9 +8,9 @@ import MetricsProxyCore
 final class Forwarder {
     private(set) var outbox: Outbox
     let spool: Spool
-    private let client: UpstreamClient
+    private var client: UpstreamClient
     private let log: Logger
-    private let gzip: Bool
+    private var gzip: Bool
     private var wake: LoopEvent!
     private var spoolRetry: LoopEvent!
     /// Per token: the last failure logged, so a run of the same failure logs once.
@@ -25,7 +25,7 @@ final class Forwarder {
 
     init(loop: EventLoop, client: UpstreamClient, spool: Spool, config: Config, log: Logger, telemetry: Telemetry) {
         self.telemetry = telemetry
-        let spacing = config.spool.replayRate > 0 ? Int64(1000 / config.spool.replayRate) : 0
+        let spacing = Self.spacing(config.spool.replayRate)
         outbox = Outbox(policy: RetryPolicy(config.retry), maxBytes: Daemon.memoryOutboxMaxBytes,
                         maxInFlight: config.upstream.maxInFlight, minSpacingMillis: spacing)
         self.spool = spool
@@ -37,6 +37,21 @@ final class Forwarder {
     }
 
     var isIdle: Bool { outbox.isEmpty && outbox.inFlight == 0 }
+
+    /// Applies a reloaded configuration; requests in flight finish on the old client.
+    func update(_ config: Config, client: UpstreamClient) {
+        self.client = client
+        gzip = config.upstream.gzip
+        outbox.policy = RetryPolicy(config.retry)
+        outbox.maxInFlight = config.upstream.maxInFlight
+        outbox.minSpacingMillis = Self.spacing(config.spool.replayRate)
+        spool.maxSize = config.spool.maxSize
+        spool.maxAgeMillis = config.spool.maxAge.milliseconds
+        applyCaps()
+        pump()
+    }
+
+    static func spacing(_ rate: Double) -> Int64 { rate > 0 ? Int64(1000 / rate) : 0 }
 
     /// Indexes what an earlier run left in the spool; it is sent before anything new.
     func openSpool() throws(StartupError) {

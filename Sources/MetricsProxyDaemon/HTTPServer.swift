@@ -33,6 +33,12 @@ final class HTTPServer {
         }, Unmanaged.passUnretained(self).toOpaque())
     }
 
+    /// Applies reloaded limits to connections accepted from now on.
+    func update(maxBody: Int, idleTimeout: Int64) {
+        evhttp_set_max_body_size(http, maxBody)
+        evhttp_set_timeout(http, Int32(max(1, idleTimeout / 1000)))
+    }
+
     deinit {
         evhttp_free(http)
         removeUnixSocketFile()

@@ -7,7 +7,8 @@ import MetricsProxyCore
 /// back as it arrives, so an SDK pointed at the proxy works unchanged. It never blocks the
 /// loop: an unreachable upstream is a quick 502, a silent one a 504.
 final class ReverseProxy {
-    private let client: UpstreamClient
+    /// Replaced on a reload that changes the upstream.
+    var client: UpstreamClient
     private let log: Logger
 
     init(client: UpstreamClient, log: Logger) {

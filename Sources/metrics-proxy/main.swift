@@ -50,7 +50,7 @@ if checkOnly {
 }
 let log = Logger(level: config.log.level, format: config.log.format)
 do {
-    let daemon = try Daemon(config: config, log: log)
+    let daemon = try Daemon(config: config, configPath: configPath, log: log)
     exit(daemon.run())
 } catch {
     fail(error.description)

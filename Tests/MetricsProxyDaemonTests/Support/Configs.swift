@@ -27,3 +27,6 @@ func testConfig(upstream: String, interval: String = "1s", extra: String = "", l
 
 let tokenA = "default:development.4f1c2d9e8a7b6c5d"
 let tokenB = "default:production.9e8d7c6b5a4f3e2d"
+
+/// The secret parts of the test tokens: none may appear in any proxy log.
+let tokenSecrets = ["4f1c2d9e8a7b6c5d", "9e8d7c6b5a4f3e2d"]

@@ -66,8 +66,9 @@ final class ProxyProcess {
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         if waitUntilListening {
-            waitFor("the proxy to listen", timeout: 15) { log.contains("event=listening") || !process.isRunning }
-            guard let line = log.split(separator: "\n").first(where: { $0.contains("event=listening") }) else {
+            let listening = { (line: Substring) in line.contains("event=listening") || line.contains(#""event":"listening""#) }
+            waitFor("the proxy to listen", timeout: 15) { log.split(separator: "\n").contains(where: listening) || !process.isRunning }
+            guard let line = log.split(separator: "\n").first(where: listening) else {
                 throw HTTPClient.Failure(description: "proxy did not start: \(log)")
             }
             if let r = line.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
@@ -79,6 +80,11 @@ final class ProxyProcess {
     deinit {
         // Cleanup only: a test that wants a graceful stop sends SIGTERM itself.
         if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        // No test's token may ever reach a log line (tokens are shown as a short hash).
+        let text = log
+        for secret in tokenSecrets where text.contains(secret) {
+            XCTFail("a token reached the log of \(configURL.path)")
+        }
         try? FileManager.default.removeItem(at: dir)
     }
 
