@@ -1,0 +1,69 @@
+import Foundation
+import XCTest
+
+/// deploy/ parses and agrees with proxy.conf (ports, socket path, probe paths, config keys)
+/// and with the metrics the proxy really exposes.
+final class DeployTests: XCTestCase {
+    func check(deploy: URL) throws -> (status: Int32, output: String, configMap: String) {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url))
+        let dir = Paths.tempDir("deploy-check")
+        let scrape = dir.appendingPathComponent("metrics.txt")
+        try Data(try proxy.tcp().request("GET", "/metrics").body).write(to: scrape)
+        let configMap = dir.appendingPathComponent("configmap-proxy.conf")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", Paths.fixtures.appendingPathComponent("check_deploy.py").path,
+                       "--deploy", deploy.path, "--conf", Paths.repo.appendingPathComponent("proxy.conf").path,
+                       "--metrics", scrape.path, "--extract-configmap", configMap.path]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, text, configMap.path)
+    }
+
+    func testDeployFilesAgreeWithProxyConfAndTheMetrics() throws {
+        let r = try check(deploy: Paths.repo.appendingPathComponent("deploy"))
+        XCTAssertEqual(r.status, 0, r.output)
+        // The ConfigMap's proxy.conf is valid for the real binary.
+        let valid = try runProxy(["--check-config", "--config", r.configMap],
+                                 environment: ["UNLEASH_URL": "https://unleash.example.com/api", "UNLEASH_TOKEN": "x"])
+        XCTAssertEqual(valid.status, 0, valid.stderr)
+    }
+
+    func testTheCheckCatchesADisagreement() throws {
+        // A copy of deploy/ with the readiness probe on the wrong port must fail the check.
+        let copy = Paths.tempDir("deploy-copy").appendingPathComponent("deploy")
+        try FileManager.default.copyItem(at: Paths.repo.appendingPathComponent("deploy"), to: copy)
+        let manifest = copy.appendingPathComponent("kubernetes/metrics-proxy-sidecar.yaml")
+        let text = try String(contentsOf: manifest, encoding: .utf8)
+        try text.replacingOccurrences(of: "path: /readyz\n              port: 4243", with: "path: /readyz\n              port: 8080")
+            .write(to: manifest, atomically: true, encoding: .utf8)
+        let r = try check(deploy: copy)
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.output.contains("readinessProbe"), r.output)
+    }
+}
+
+/// The README's configuration reference is generated from proxy.conf and must not drift.
+final class DocumentationTests: XCTestCase {
+    func testReadmeConfigurationReferenceMatchesProxyConf() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", Paths.fixtures.appendingPathComponent("config_reference.py").path,
+                       Paths.repo.appendingPathComponent("proxy.conf").path]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let generated = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        let readme = try String(contentsOf: Paths.repo.appendingPathComponent("README.md"), encoding: .utf8)
+        let start = try XCTUnwrap(readme.range(of: "<!-- config-reference:start -->\n"))
+        let end = try XCTUnwrap(readme.range(of: "<!-- config-reference:end -->"))
+        XCTAssertEqual(String(readme[start.upperBound..<end.lowerBound]), generated,
+                       "regenerate with: python3 Tests/Fixtures/config_reference.py proxy.conf")
+        XCTAssertGreaterThan(generated.split(separator: "\n").count, 20)
+    }
+}
