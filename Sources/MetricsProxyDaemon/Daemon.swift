@@ -168,7 +168,9 @@ public final class Daemon {
         guard !window.isEmpty else { window = Window(opened: now); return }
         // Close times number the windows, so batch ids sort in order across restarts too.
         windowSequence = max(UInt64(max(0, now)), windowSequence + 1)
+        let started = monotonicMillis()
         let batches = builder.batches(from: window, sequence: windowSequence, closedAt: now)
+        let serialized = monotonicMillis()
         let (posts, keys, instances) = (postsInWindow, window.keyCount, window.instances.count)
         window = Window(opened: now)
         postsInWindow = 0
@@ -177,7 +179,8 @@ public final class Daemon {
         // Logged after the batches are in the spool (or, if the disk failed, held in memory).
         log.info("window closed", [("window", "\(windowSequence)"), ("posts", "\(posts)"), ("keys", "\(keys)"),
                                    ("instances", "\(instances)"), ("batches", "\(batches.count)"),
-                                   ("spooled", "\(batches.filter { forwarder.spool.contains($0.id) }.count)")])
+                                   ("spooled", "\(batches.filter { forwarder.spool.contains($0.id) }.count)"),
+                                   ("serialize_ms", "\(serialized - started)"), ("close_ms", "\(monotonicMillis() - started)")])
     }
 
     // MARK: reload

@@ -1,0 +1,167 @@
+"""Runs the measurements for Benchmarks/run.sh and prints a report; see run.sh."""
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--proxy", required=True)
+ap.add_argument("--baseline", required=True)
+ap.add_argument("--bodies", required=True)
+ap.add_argument("--out", required=True)
+a = ap.parse_args()
+DURATION = os.environ.get("DURATION", "10s")
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+POSTS = int(os.environ.get("POSTS", "1000000"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def wait_http(port, path="/readyz", timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", path)
+            if c.getresponse().status in (200, 202, 404, 405):
+                return True
+        except OSError:
+            time.sleep(0.001)
+    return False
+
+
+def start_proxy(extra="", interval="1h"):
+    d = tempfile.mkdtemp(prefix="mp-bench-")
+    port = free_port()
+    conf = os.path.join(d, "proxy.conf")
+    with open(conf, "w") as f:
+        f.write(f"[listen]\ntcp = 127.0.0.1:{port}\nunix = off\n[upstream]\nurl = http://127.0.0.1:{free_port()}/api\n"
+                f"drain_timeout = 0s\n[window]\ninterval = {interval}\n[spool]\ndir = {d}/spool\nmax_size = 4GiB\n"
+                f"[log]\nlevel = info\n{extra}")
+    log = open(os.path.join(d, "proxy.log"), "w")
+    t0 = time.monotonic()
+    p = subprocess.Popen([a.proxy, "--config", conf], stderr=log)
+    if not wait_http(port):
+        sys.exit(f"proxy did not start: {open(log.name).read()}")
+    return p, port, time.monotonic() - t0, log.name
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+def wrk(port, bodies):
+    env = dict(os.environ, BODIES=bodies)
+    r = subprocess.run(["wrk", "-t2", "-c50", f"-d{DURATION}", "--latency", "-s", "Benchmarks/post.lua",
+                        f"http://127.0.0.1:{port}/api/client/metrics"], env=env, capture_output=True, text=True)
+    text = r.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    lat = {}
+    for pct, val, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M):
+        lat[pct] = float(val) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    return rps, lat, errors
+
+
+def scrape(port, name):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+report = {"machine": f"{os.cpu_count()} cores, {os.uname().release}", "duration": DURATION, "rounds": ROUNDS}
+print(f"# metrics-proxy benchmark: wrk -t2 -c50 -d{DURATION}, {ROUNDS} alternating rounds per size\n")
+
+# 1. Throughput and latency against the bare libevent baseline, alternately.
+base_port = free_port()
+base = subprocess.Popen([a.baseline, str(base_port)])
+wait_http(base_port, "/")
+proxy, proxy_port, _, proxy_log = start_proxy()
+idle_rss = rss_kib(proxy.pid)
+rows = []
+for size in (20, 50, 200):
+    bodies = os.path.join(a.bodies, f"bodies-{size}.tsv")
+    b_runs, p_runs = [], []
+    for _ in range(ROUNDS):
+        b_runs.append(wrk(base_port, bodies))
+        p_runs.append(wrk(proxy_port, bodies))
+    b_rps = statistics.median(r[0] for r in b_runs)
+    p_rps = statistics.median(r[0] for r in p_runs)
+    b_p99 = statistics.median(r[1].get("99", 0) for r in b_runs)
+    p_p99 = statistics.median(r[1].get("99", 0) for r in p_runs)
+    p_p50 = statistics.median(r[1].get("50", 0) for r in p_runs)
+    errors = sum(r[2] for r in p_runs)
+    rows.append((size, b_rps, p_rps, p_rps / b_rps, b_p99, p_p99, p_p99 / b_p99 if b_p99 else 0, p_p50, errors))
+print("| toggles | baseline req/s | proxy req/s | ratio | baseline p99 ms | proxy p99 ms | p99 ratio | proxy p50 ms | proxy non-202 |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r[0]} | {r[1]:.0f} | {r[2]:.0f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} | {r[7]:.2f} | {r[8]} |")
+report["throughput"] = rows
+base.send_signal(signal.SIGTERM)
+base.wait()
+
+# 2. Memory: idle, and after POSTS posts (50-toggle bodies; their keys repeat, as in production).
+bodies = os.path.join(a.bodies, "bodies-50.tsv")
+posted = scrape(proxy_port, "metrics_proxy_posts_total")
+rounds = 0
+while posted < POSTS and rounds < 200:
+    wrk(proxy_port, bodies)
+    posted = scrape(proxy_port, "metrics_proxy_posts_total")
+    rounds += 1
+after_rss = rss_kib(proxy.pid)
+keys = scrape(proxy_port, "metrics_proxy_window_keys")
+stop(proxy)
+print(f"\nresident memory idle: {idle_rss / 1024:.1f} MiB")
+print(f"resident memory after {posted:.0f} posts ({keys:.0f} keys in the window): {after_rss / 1024:.1f} MiB")
+
+# 3. 100,000 distinct merge keys: resident memory, then the time to close and serialize them.
+proxy, port, _, log = start_proxy()
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+for i in range(500):
+    toggles = {f"distinct-flag-{i:04d}-{t:03d}": {"yes": 1, "no": 2, "variants": {"a": 1}} for t in range(200)}
+    body = json.dumps({"appName": "keys", "instanceId": "k", "bucket": {"start": "2026-11-28T10:00:00Z",
+                       "stop": "2026-11-28T10:00:30Z", "toggles": toggles}})
+    c.request("POST", "/api/client/metrics", body, {"Content-Type": "application/json",
+              "Authorization": "default:development.bench"})
+    assert c.getresponse().read() == b""
+keys = scrape(port, "metrics_proxy_window_keys")
+keys_rss = rss_kib(proxy.pid)
+stop(proxy)
+m = re.search(r"serialize_ms=(\d+) close_ms=(\d+)", open(log).read())
+print(f"resident memory with {keys:.0f} distinct keys: {keys_rss / 1024:.1f} MiB")
+print(f"closing that window: serialize {m.group(1)} ms, serialize + spool to disk {m.group(2)} ms")
+
+# 4. Start-up to ready (GET /readyz answers 200), median of 5.
+starts = []
+for _ in range(5):
+    p, _, took, _ = start_proxy()
+    starts.append(took * 1000)
+    stop(p)
+print(f"start-up to ready: {statistics.median(starts):.1f} ms (median of 5; {', '.join(f'{s:.1f}' for s in starts)})")
