@@ -338,17 +338,16 @@ struct Decoding {
             record(.invalid(path(), "must be \(type)", sent: try skipAndShow()))
             return nil
         }
-        let sent = scanner.text(from: start)
         if integer, value != value.rounded() {
-            record(.invalid(path(), "must be integer", sent: sent))
+            record(.invalid(path(), "must be integer", sent: scanner.text(from: start)))
             return nil
         }
         if value < 0 {
-            record(.invalid(path(), "must be >= 0", sent: sent))
+            record(.invalid(path(), "must be >= 0", sent: scanner.text(from: start)))
             return nil
         }
         guard value.isFinite, value <= MetricsPostDecoder.maxSafeInteger else {
-            record(.invalid(path(), "must be a safe integer (at most 9007199254740991)", sent: sent))
+            record(.invalid(path(), "must be a safe integer (at most 9007199254740991)", sent: scanner.text(from: start)))
             return nil
         }
         // A fractional yes is accepted by the server and rounded when stored.

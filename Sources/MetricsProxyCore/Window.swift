@@ -66,10 +66,11 @@ public struct Window: Sendable {
         func apply(_ group: inout Group) {
             group.start = min(group.start, bucket.start)
             group.stop = max(group.stop, bucket.stop)
+            let before = group.toggles.count
             for t in bucket.toggles where t.yes != 0 || t.no != 0 {
-                if group.toggles[t.name] == nil { added += 1 }
                 group.toggles[t.name, default: Counts()].add(t)
             }
+            added = group.toggles.count - before
         }
         // The default-value subscript mutates in place: the group's dictionaries are not copied.
         apply(&groups[key, default: Group(start: bucket.start, stop: bucket.stop)])
@@ -80,6 +81,11 @@ public struct Window: Sendable {
     public mutating func noteInstance(token: String, appName: String, instanceId: String, sdk: SDKMetadata,
                                       interval: Double?, started: Int64?, strategies: [String]?, now: Int64) {
         let key = InstanceKey(token: token, appName: appName, instanceId: instanceId)
+        // The common case: an instance posting again with nothing new to say about itself.
+        if started == nil, strategies == nil, let existing = instances[key], existing.sdk == sdk,
+           interval == nil || existing.interval == interval {
+            return
+        }
         if var existing = instances[key] {
             var merged = sdk
             merged.fillGaps(from: existing.sdk)
