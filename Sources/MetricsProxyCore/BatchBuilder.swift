@@ -46,7 +46,7 @@ public struct BatchBuilder: Sendable {
                 let c = group.toggles[name]!
                 var w = JSONWriter(capacity: 160)
                 w.beginObject()
-                w.key("featureName"); w.string(name)
+                w.key("featureName"); w.string(name.text)
                 w.key("appName"); w.string(key.appName)
                 w.key("environment"); w.string(environment)
                 w.key("timestamp"); w.string(timestamp)
@@ -107,7 +107,7 @@ public struct BatchBuilder: Sendable {
                 let c = group.toggles[name]!
                 var w = JSONWriter(capacity: 96)
                 w.beginObject()
-                w.key(name)
+                w.key(name.text)
                 w.beginObject()
                 w.key("yes"); w.int(c.yes)
                 w.key("no"); w.int(c.no)
@@ -131,9 +131,9 @@ public struct BatchBuilder: Sendable {
             .map { ($0.key, $0.value) }
     }
 
-    func variantsJSON(_ w: inout JSONWriter, _ variants: [String: Int64]) {
+    func variantsJSON(_ w: inout JSONWriter, _ variants: [FeatureName: Int64]) {
         w.beginObject()
-        for name in variants.keys.sorted() { w.key(name); w.int(variants[name]!) }
+        for name in variants.keys.sorted() { w.key(name.text); w.int(variants[name]!) }
         w.endObject()
     }
 

@@ -5,6 +5,8 @@ public struct Intake: Sendable {
     public enum Kind: Sendable { case metrics, register }
 
     public enum Outcome: Sendable, Equatable {
+        /// A valid metrics post read by the fast path into the caller's `FastPost`.
+        case fastMetrics(token: String)
         case metrics(MetricsPost, token: String)
         case register(Registration, token: String)
         /// An answer with a JSON body.
@@ -15,7 +17,7 @@ public struct Intake: Sendable {
         /// The HTTP status this outcome is answered with.
         public var status: Int {
             switch self {
-            case .metrics, .register: return 202
+            case .fastMetrics, .metrics, .register: return 202
             case .refused(let status, _): return status
             case .invalid: return 400
             }
@@ -30,9 +32,21 @@ public struct Intake: Sendable {
         self.upstreamToken = upstreamToken
     }
 
+    /// With `fast`, a metrics post in the common shape is read into it (nothing allocated)
+    /// and answered `.fastMetrics`; the caller merges it while `body` is still valid.
     public func evaluate(_ kind: Kind, contentType: String?, contentEncoding: String?, authorization: String?,
-                         body: UnsafeBufferPointer<UInt8>) -> Outcome {
+                         body: UnsafeBufferPointer<UInt8>, fast: UnsafeMutablePointer<FastPost>? = nil) -> Outcome {
         let isJSON = Self.isJSON(contentType)
+        if kind == .metrics, let fast, isJSON, contentEncoding == nil, body.count <= maxBody,
+           Self.parameter("charset", in: contentType!).map({ $0.lowercased().hasPrefix("utf-") }) ?? true,
+           FastPostScanner.scan(body, into: &fast.pointee) {
+            // A valid body: what is left to check is the token, as the server does.
+            guard let token = upstreamToken ?? Token.fromAuthorization(authorization) else {
+                return .refused(status: 401, body: Self.message(
+                    "This endpoint requires an API token. Please add an authorization header to your request with a valid token"))
+            }
+            return .fastMetrics(token: token)
+        }
         var parsed: Result<Decoded, ValidationFailure>?
         if isJSON {
             if let charset = Self.parameter("charset", in: contentType!), !charset.lowercased().hasPrefix("utf-") {

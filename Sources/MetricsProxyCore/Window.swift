@@ -4,7 +4,7 @@
 public struct Window: Sendable {
     /// The counts of one (token, appName, hour): per feature, yes, no and each variant summed.
     public struct Group: Sendable, Equatable {
-        public var toggles: [String: Counts] = [:]
+        public var toggles: [FeatureName: Counts] = [:]
         /// Earliest `start` and latest `stop` merged into this group (epoch ms).
         public var start: Int64
         public var stop: Int64
@@ -13,9 +13,9 @@ public struct Window: Sendable {
     public struct Counts: Sendable, Equatable {
         public var yes: Int64 = 0
         public var no: Int64 = 0
-        public var variants: [String: Int64] = [:]
+        public var variants: [FeatureName: Int64] = [:]
 
-        public init(yes: Int64 = 0, no: Int64 = 0, variants: [String: Int64] = [:]) {
+        public init(yes: Int64 = 0, no: Int64 = 0, variants: [FeatureName: Int64] = [:]) {
             self.yes = yes
             self.no = no
             self.variants = variants
@@ -68,7 +68,7 @@ public struct Window: Sendable {
             group.stop = max(group.stop, bucket.stop)
             let before = group.toggles.count
             for t in bucket.toggles where t.yes != 0 || t.no != 0 {
-                group.toggles[t.name, default: Counts()].add(t)
+                group.toggles[FeatureName(t.name), default: Counts()].add(t)
             }
             added = group.toggles.count - before
         }
@@ -105,12 +105,84 @@ extension Window.Counts {
         yes = yes.addingSaturating(t.yes)
         no = no.addingSaturating(t.no)
         for v in t.variants where v.count != 0 {
-            variants[v.name, default: 0] = variants[v.name, default: 0].addingSaturating(v.count)
+            variants[FeatureName(v.name), default: 0] = variants[FeatureName(v.name), default: 0].addingSaturating(v.count)
+        }
+    }
+
+    mutating func add(_ t: FastPost.Toggle, _ p: FastPost, _ body: UnsafeBufferPointer<UInt8>) {
+        yes = yes.addingSaturating(t.yes)
+        no = no.addingSaturating(t.no)
+        for i in t.variants {
+            let v = p.variants[i]
+            guard v.count != 0 else { continue }
+            let key = FeatureName(borrowing: UnsafeBufferPointer(rebasing: body[v.name]), hash: v.hash)
+            if variants[key]?.addSaturating(v.count) == nil { variants[key.owned] = v.count }
         }
     }
 }
 
+extension Window {
+    /// Merges a post read by `FastPostScanner`; `body` is the bytes it was read from.
+    /// `headers` gives the SDK headers (sdk, connection id), asked only for an instance whose
+    /// registration changes.
+    public mutating func merge(_ p: FastPost, body: UnsafeBufferPointer<UInt8>, token: String, interval: Double?, now: Int64,
+                               headers: () -> (sdk: String?, connectionId: String?)) {
+        func text(_ r: Range<Int>?) -> String? { r.map { String(decoding: UnsafeBufferPointer(rebasing: body[$0]), as: UTF8.self) } }
+        func same(_ s: String?, _ r: Range<Int>?) -> Bool {
+            guard let s, let r else { return s == nil && r == nil }
+            var t = s
+            return t.withUTF8 { a in a.count == r.count && memcmpBytes(a, UnsafeBufferPointer(rebasing: body[r])) }
+        }
+        let appName = text(p.appName)!
+        let instanceId = (p.instanceId?.isEmpty ?? true) ? "default" : text(p.instanceId)!
+        let ikey = InstanceKey(token: token, appName: appName, instanceId: instanceId)
+        if let e = instances[ikey], interval == nil || e.interval == interval,
+           p.sdkVersion == nil || same(e.sdk.sdkVersion, p.sdkVersion),
+           p.platformName == nil || same(e.sdk.platformName, p.platformName),
+           p.platformVersion == nil || same(e.sdk.platformVersion, p.platformVersion),
+           p.yggdrasilVersion == nil || same(e.sdk.yggdrasilVersion, p.yggdrasilVersion),
+           p.specVersion == nil || same(e.sdk.specVersion, p.specVersion),
+           p.connectionId == nil || same(e.sdk.connectionId, p.connectionId) {
+            // Known instance, nothing new about it.
+        } else {
+            var sdk = SDKMetadata()
+            sdk.sdkVersion = text(p.sdkVersion)
+            sdk.platformName = text(p.platformName)
+            sdk.platformVersion = text(p.platformVersion)
+            sdk.yggdrasilVersion = text(p.yggdrasilVersion)
+            sdk.specVersion = text(p.specVersion)
+            sdk.connectionId = text(p.connectionId)
+            let h = headers()
+            if sdk.sdkVersion == nil { sdk.sdkVersion = h.sdk }
+            if sdk.connectionId == nil { sdk.connectionId = h.connectionId }
+            noteInstance(token: token, appName: appName, instanceId: instanceId, sdk: sdk, interval: interval,
+                         started: nil, strategies: nil, now: now)
+        }
+        let key = GroupKey(token: token, appName: appName, hour: Timestamp.hourStart(p.stop))
+        var added = 0
+        func apply(_ group: inout Group) {
+            group.start = min(group.start, p.start)
+            group.stop = max(group.stop, p.stop)
+            let before = group.toggles.count
+            for t in p.toggles where t.yes != 0 || t.no != 0 {
+                let name = FeatureName(borrowing: UnsafeBufferPointer(rebasing: body[t.name]), hash: t.hash)
+                // Updated in place under the stored key; a new name is stored owning its text.
+                if group.toggles[name]?.add(t, p, body) == nil {
+                    var c = Counts()
+                    c.add(t, p, body)
+                    group.toggles[name.owned] = c
+                }
+            }
+            added = group.toggles.count - before
+        }
+        apply(&groups[key, default: Group(start: p.start, stop: p.stop)])
+        keyCount += added
+    }
+}
+
 extension Int64 {
+    mutating func addSaturating(_ other: Int64) { self = addingSaturating(other) }
+
     func addingSaturating(_ other: Int64) -> Int64 {
         let (r, overflow) = addingReportingOverflow(other)
         return overflow ? .max : r

@@ -25,6 +25,8 @@ public final class Daemon {
     private var shuttingDown = false
     private var postsInWindow = 0
     private let telemetry: Telemetry
+    /// Scratch space of the fast decoder, reused for every post.
+    private var fastPost = FastPost()
 
     /// Batches the spool could not take wait in memory up to this many bytes.
     static let memoryOutboxMaxBytes = 64 << 20
@@ -125,14 +127,25 @@ public final class Daemon {
             req.reply(503, Intake.message("metrics-proxy is shutting down"), headers: [("Connection", "close")])
             return
         }
-        let outcome = req.withBody { body in
+        let outcome = req.withBody { body -> Intake.Outcome in
             if kind == .metrics { telemetry.metrics.postBytes += body.count }
-            return intake.evaluate(kind, contentType: req.header("Content-Type"), contentEncoding: req.header("Content-Encoding"),
-                            authorization: req.header("Authorization"), body: body)
+            let outcome = withUnsafeMutablePointer(to: &fastPost) { fast in
+                intake.evaluate(kind, contentType: req.header("Content-Type"), contentEncoding: req.header("Content-Encoding"),
+                                authorization: req.header("Authorization"), body: body, fast: kind == .metrics ? fast : nil)
+            }
+            if case .fastMetrics(let token) = outcome {
+                // Merged here, while the body the post was read from is still valid.
+                window.merge(fastPost, body: body, token: token, interval: req.header("unleash-interval").flatMap(Double.init),
+                             now: nowMillis()) { (req.header("unleash-sdk"), req.header("unleash-connection-id")) }
+            }
+            return outcome
         }
         let now = nowMillis()
         if kind == .metrics { telemetry.metrics.posts[outcome.status, default: 0] += 1 }
         switch outcome {
+        case .fastMetrics:
+            postsInWindow += 1
+            req.reply(202)
         case .metrics(var post, let token):
             // SDK headers fill what the body leaves out (the Python SDK sends no sdkVersion).
             if post.sdk.sdkVersion == nil { post.sdk.sdkVersion = req.header("unleash-sdk") }

@@ -1,0 +1,65 @@
+import XCTest
+@testable import MetricsProxyCore
+
+/// The fast path must accept only what the full decoder accepts, and merge it the same way.
+final class FastPathTests: XCTestCase {
+    let token = "default:development.s"
+
+    func windows(_ body: String) -> (fast: Window?, slow: Window?) {
+        var fastWindow: Window?
+        var p = FastPost()
+        let bytes = Array(body.utf8)
+        bytes.withUnsafeBufferPointer { b in
+            if FastPostScanner.scan(b, into: &p) {
+                var w = Window(opened: 0)
+                w.merge(p, body: b, token: token, interval: nil, now: 0) { (nil, nil) }
+                fastWindow = w
+            }
+        }
+        var slowWindow: Window?
+        if let post = try? MetricsPostDecoder.decode(bytes) {
+            var w = Window(opened: 0)
+            w.merge(post, token: token, interval: nil, now: 0)
+            slowWindow = w
+        }
+        return (fastWindow, slowWindow)
+    }
+
+    func testSameMergeAsTheFullDecoder() {
+        let bodies = [
+            #"{"appName":"a","instanceId":"i","sdkVersion":"x:1","bucket":{"start":"2026-11-28T10:00:00.123456789Z","stop":"2026-11-28T10:59:59Z","toggles":{"f":{"yes":3,"no":1,"variants":{"v":2,"w":0}},"g":{"yes":0,"no":0,"variants":{"v":9}},"h":{"no":4}}}}"#,
+            #"{"appName":"a","bucket":{"start":1795860000000,"stop":1795863599999,"toggles":{"f":{"yes":1},"f":{"yes":2,"no":5}}},"environment":"x","extra":[1,{"a":null}]}"#,
+            #"{"appName":"a","instanceId":"","bucket":{"toggles":{},"stop":"2026-11-28T12:00:00+02:00","start":"2026-11-28T09:00:00Z"}}"#,
+            #"{"appName":"a","bucket":{"start":"2026-11-28T10:00:00Z","stop":"2026-11-28T10:00:01Z","toggles":{"f":{"yes":1,"yes":7,"variants":{"a":1,"a":2}}}}}"#,
+        ]
+        for b in bodies {
+            let (fast, slow) = windows(b)
+            XCTAssertNotNil(fast, "the fast path takes \(b)")
+            XCTAssertEqual(fast?.groups, slow?.groups, b)
+            XCTAssertEqual(fast?.keyCount, slow?.keyCount, b)
+            XCTAssertEqual(fast?.instances, slow?.instances, b)
+        }
+    }
+
+    func testLeavesEverythingUnusualToTheFullDecoder() {
+        let bodies = [
+            #"{"appName":"a"}"#, #"{"appName":"a","bucket":null}"#, #"{"appName":""}"#, #"{"appName":42,"bucket":{}}"#,
+            #"{"appName":"a","bucket":{"start":0,"stop":0,"toggles":{"f":{"yes":1.5}}}}"#,
+            #"{"appName":"a","bucket":{"start":0,"stop":0,"toggles":{"f":{"yes":"3"}}}}"#,
+            #"{"appName":"a","bucket":{"start":0,"stop":0,"toggles":{"f":{"yes":-1}}}}"#,
+            #"{"appName":"a","bucket":{"start":0,"stop":0,"toggles":{"f\u0041":{"yes":1}}}}"#,
+            #"{"appName":"a","bucket":{"start":0,"stop":0,"toggles":{"f":{"variants":null}}}}"#,
+            #"{"appName":"a","bucket":{"start":"1795860000000","stop":0,"toggles":{}}}"#,
+            #"{"appName":"a","bucket":{"start":0,"stop":0,"toggles":{}},"bucket":{"start":0,"stop":0,"toggles":{}}}"#,
+            #"{"appName":"a","bucket":{"start":0,"stop":0,"toggles":{"f":{"yes":9007199254740991}}}}"#,
+            #"{"appName":"a","sdkFlavor":"x","bucket":{"start":0,"stop":0,"toggles":{}}}"#,
+            #"{"appName":"a","bucket":{"start":0,"stop":0,"toggles":{}}} x"#,
+            #"{"appName":"a","bucket":{"start":0,"stop":0,"toggles":{"f":5}}}"#,
+        ]
+        var p = FastPost()
+        for b in bodies {
+            let accepted = Array(b.utf8).withUnsafeBufferPointer { FastPostScanner.scan($0, into: &p) }
+            XCTAssertFalse(accepted, b)
+        }
+    }
+}
