@@ -39,12 +39,13 @@ public struct BatchBuilder: Sendable {
         let apps = window.instances.filter { $0.key.token == token }
             .sorted { ($0.key.appName, $0.key.instanceId) < ($1.key.appName, $1.key.instanceId) }
             .map { applicationJSON($0.key, $0.value, environment: environment) }
-        var metrics: [[UInt8]] = []
+        // Every entry is written into one buffer; the packer takes them as slices of it.
+        var w = JSONWriter(capacity: 160 * window.keyCount)
+        var ends: [Int] = []
+        ends.reserveCapacity(window.keyCount)
         for (key, group) in sortedGroups(window, token: token) {
             let timestamp = Timestamp.iso8601(key.hour)
-            for name in group.toggles.keys.sorted() {
-                let c = group.toggles[name]!
-                var w = JSONWriter(capacity: 160)
+            for (name, c) in group.toggles.sorted(by: { $0.key < $1.key }) {
                 w.beginObject()
                 w.key("featureName"); w.string(name.text)
                 w.key("appName"); w.string(key.appName)
@@ -54,10 +55,12 @@ public struct BatchBuilder: Sendable {
                 w.key("no"); w.int(c.no)
                 w.key("variants"); variantsJSON(&w, c.variants)
                 w.endObject()
-                metrics.append(w.bytes)
+                ends.append(w.bytes.count)
             }
         }
-        let bodies = pack(first: apps, then: metrics,
+        let all = w.bytes
+        let metrics = ends.indices.map { all[(($0 == 0) ? 0 : ends[$0 - 1])..<ends[$0]] }
+        let bodies = pack(first: apps.map { $0[...] }, then: metrics,
                           open: Array(#"{"applications":["#.utf8), middle: Array(#"],"metrics":["#.utf8),
                           close: Array("]}".utf8))
         return bodies.map { Batch(id: "", token: token, path: "/client/metrics/bulk", body: $0.body, created: 0, entries: $0.secondCount) }
@@ -103,8 +106,7 @@ public struct BatchBuilder: Sendable {
             head.key("start"); head.string(Timestamp.iso8601(max(group.start, key.hour)))
             head.key("stop"); head.string(Timestamp.iso8601(group.stop))
             head.key("toggles")
-            let toggles = group.toggles.keys.sorted().map { name -> [UInt8] in
-                let c = group.toggles[name]!
+            let toggles = group.toggles.sorted(by: { $0.key < $1.key }).map { name, c -> ArraySlice<UInt8> in
                 var w = JSONWriter(capacity: 96)
                 w.beginObject()
                 w.key(name.text)
@@ -114,7 +116,7 @@ public struct BatchBuilder: Sendable {
                 w.key("variants"); variantsJSON(&w, c.variants)
                 w.endObject()
                 w.endObject()
-                return Array(w.bytes.dropFirst().dropLast()) // `"name":{...}` without the braces
+                return w.bytes.dropFirst().dropLast() // `"name":{...}` without the braces
             }
             let bodies = pack(first: [], then: toggles, open: head.bytes + Array("{".utf8), middle: [],
                               close: Array("}}}".utf8))
@@ -133,18 +135,22 @@ public struct BatchBuilder: Sendable {
 
     func variantsJSON(_ w: inout JSONWriter, _ variants: [FeatureName: Int64]) {
         w.beginObject()
-        for name in variants.keys.sorted() { w.key(name.text); w.int(variants[name]!) }
+        if variants.count == 1, let (name, count) = variants.first {
+            w.key(name.text); w.int(count)
+        } else if variants.count > 1 {
+            for (name, count) in variants.sorted(by: { $0.key < $1.key }) { w.key(name.text); w.int(count) }
+        }
         w.endObject()
     }
 
     /// Greedy packing of JSON fragments into bodies `open first,… middle then,… close`, each at
     /// most `maxBody` bytes unless one fragment alone is larger. Empty input gives one body
     /// only when `first` is non-empty or nothing at all was asked.
-    func pack(first: [[UInt8]], then second: [[UInt8]], open: [UInt8], middle: [UInt8], close: [UInt8]) -> [(body: [UInt8], secondCount: Int)] {
+    func pack(first: [ArraySlice<UInt8>], then second: [ArraySlice<UInt8>], open: [UInt8], middle: [UInt8], close: [UInt8]) -> [(body: [UInt8], secondCount: Int)] {
         if first.isEmpty && second.isEmpty { return [] }
         let overhead = open.count + middle.count + close.count
         var bodies: [(body: [UInt8], secondCount: Int)] = []
-        var firsts: [[UInt8]] = [], seconds: [[UInt8]] = []
+        var firsts: [ArraySlice<UInt8>] = [], seconds: [ArraySlice<UInt8>] = []
         var size = overhead
         func flush() {
             guard !firsts.isEmpty || !seconds.isEmpty else { return }
