@@ -45,7 +45,9 @@ public struct BatchBuilder: Sendable {
         ends.reserveCapacity(window.keyCount)
         for (key, group) in sortedGroups(window, token: token) {
             let timestamp = Timestamp.iso8601(key.hour)
-            for (name, c) in group.toggles.sorted(by: { $0.key < $1.key }) {
+            // Entries in the window's own order: the server does not care, and sorting 100,000
+            // names was a third of the time to close a window.
+            for (name, c) in group.toggles {
                 w.beginObject()
                 w.key("featureName"); w.string(name.text)
                 w.key("appName"); w.string(key.appName)
