@@ -1,7 +1,43 @@
-/// A syntax error in a request body, with the byte offset where it was found.
+/// A syntax error in a request body, with the byte offset where it was found. It holds no
+/// String, so the scanner's typed throws stay cheap; the text is made only when shown.
 public struct JSONSyntaxError: Error, Equatable, Sendable {
+    public enum Problem: Equatable, Sendable {
+        case end, endExpecting(UInt8), unexpected(UInt8), expected(UInt8, found: UInt8)
+        case endInObject, commaOrBrace(found: UInt8), propertyName, endInArray, commaOrBracket(found: UInt8)
+        case truncatedEscape, badUnicodeEscape, badEscape(UInt8), controlCharacter, unterminatedString
+        case badNumber, digitAfterDot, digitInExponent, badLiteral, tooDeep, trailingData
+    }
+
     public let offset: Int
-    public let reason: String
+    public let problem: Problem
+
+    public var reason: String {
+        func show(_ b: UInt8) -> String {
+            (0x20..<0x7F).contains(b) ? "'\(Character(Unicode.Scalar(b)))'" : "byte 0x\(String(b, radix: 16))"
+        }
+        switch problem {
+        case .end: return "unexpected end of input"
+        case .endExpecting(let b): return "unexpected end of input, expected \(show(b))"
+        case .unexpected(let b): return "unexpected character \(show(b))"
+        case .expected(let e, let f): return "expected \(show(e)) but found \(show(f))"
+        case .endInObject: return "unexpected end of input in object"
+        case .commaOrBrace(let f): return "expected ',' or '}' but found \(show(f))"
+        case .propertyName: return "expected a property name"
+        case .endInArray: return "unexpected end of input in array"
+        case .commaOrBracket(let f): return "expected ',' or ']' but found \(show(f))"
+        case .truncatedEscape: return "truncated \\u escape"
+        case .badUnicodeEscape: return "bad \\u escape"
+        case .badEscape(let b): return "bad escape \\\(show(b))"
+        case .controlCharacter: return "control character in string"
+        case .unterminatedString: return "unterminated string"
+        case .badNumber: return "bad number"
+        case .digitAfterDot: return "bad number: digit expected after '.'"
+        case .digitInExponent: return "bad number: digit expected in exponent"
+        case .badLiteral: return "bad literal"
+        case .tooDeep: return "nesting deeper than \(JSONScanner.maxDepth)"
+        case .trailingData: return "unexpected data after the JSON value"
+        }
+    }
 }
 
 /// The kind of the next JSON value, read from its first byte.
@@ -43,8 +79,8 @@ struct JSONScanner {
 
     var isAtEnd: Bool { position >= bytes.count }
 
-    func fail(_ reason: String, at offset: Int? = nil) -> JSONSyntaxError {
-        JSONSyntaxError(offset: offset ?? position, reason: reason)
+    func fail(_ problem: JSONSyntaxError.Problem, at offset: Int? = nil) -> JSONSyntaxError {
+        JSONSyntaxError(offset: offset ?? position, problem: problem)
     }
 
     mutating func skipWhitespace() {
@@ -59,7 +95,7 @@ struct JSONScanner {
     /// The kind of the next value, after white space.
     mutating func peekKind() throws(JSONSyntaxError) -> JSONKind {
         skipWhitespace()
-        guard position < bytes.count else { throw fail("unexpected end of input") }
+        guard position < bytes.count else { throw fail(.end) }
         switch bytes[position] {
         case UInt8(ascii: "{"): return .object
         case UInt8(ascii: "["): return .array
@@ -67,19 +103,15 @@ struct JSONScanner {
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number
         case UInt8(ascii: "t"), UInt8(ascii: "f"): return .bool
         case UInt8(ascii: "n"): return .null
-        default: throw fail("unexpected character \(describe(bytes[position]))")
+        default: throw fail(.unexpected(bytes[position]))
         }
-    }
-
-    private func describe(_ b: UInt8) -> String {
-        (0x20..<0x7F).contains(b) ? "'\(Character(Unicode.Scalar(b)))'" : "byte 0x\(String(b, radix: 16))"
     }
 
     mutating func expect(_ byte: UInt8) throws(JSONSyntaxError) {
         skipWhitespace()
-        guard position < bytes.count else { throw fail("unexpected end of input, expected '\(Character(Unicode.Scalar(byte)))'") }
+        guard position < bytes.count else { throw fail(.endExpecting(byte)) }
         guard bytes[position] == byte else {
-            throw fail("expected '\(Character(Unicode.Scalar(byte)))' but found \(describe(bytes[position]))")
+            throw fail(.expected(byte, found: bytes[position]))
         }
         position += 1
     }
@@ -88,15 +120,15 @@ struct JSONScanner {
     /// Call with `first` true right after '{'.
     mutating func nextMember(first: Bool) throws(JSONSyntaxError) -> Bool {
         skipWhitespace()
-        guard position < bytes.count else { throw fail("unexpected end of input in object") }
+        guard position < bytes.count else { throw fail(.endInObject) }
         if bytes[position] == UInt8(ascii: "}") { position += 1; return false }
         if !first {
-            guard bytes[position] == UInt8(ascii: ",") else { throw fail("expected ',' or '}' but found \(describe(bytes[position]))") }
+            guard bytes[position] == UInt8(ascii: ",") else { throw fail(.commaOrBrace(found: bytes[position])) }
             position += 1
             skipWhitespace()
         }
         guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else {
-            throw fail("expected a property name")
+            throw fail(.propertyName)
         }
         return true
     }
@@ -104,10 +136,10 @@ struct JSONScanner {
     /// Same as `nextMember` for arrays.
     mutating func nextElement(first: Bool) throws(JSONSyntaxError) -> Bool {
         skipWhitespace()
-        guard position < bytes.count else { throw fail("unexpected end of input in array") }
+        guard position < bytes.count else { throw fail(.endInArray) }
         if bytes[position] == UInt8(ascii: "]") { position += 1; return false }
         if !first {
-            guard bytes[position] == UInt8(ascii: ",") else { throw fail("expected ',' or ']' but found \(describe(bytes[position]))") }
+            guard bytes[position] == UInt8(ascii: ",") else { throw fail(.commaOrBracket(found: bytes[position])) }
             position += 1
         }
         return true
@@ -134,20 +166,20 @@ struct JSONScanner {
                      UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
                     position += 1
                 case UInt8(ascii: "u"):
-                    guard position + 4 < bytes.count else { throw fail("truncated \\u escape") }
+                    guard position + 4 < bytes.count else { throw fail(.truncatedEscape) }
                     for k in 1...4 where hexValue(bytes[position + k]) == nil {
-                        throw fail("bad \\u escape", at: position + k)
+                        throw fail(.badUnicodeEscape, at: position + k)
                     }
                     position += 5
                 default:
-                    throw fail("bad escape \\\(describe(bytes[position]))")
+                    throw fail(.badEscape(bytes[position]))
                 }
                 continue
             }
-            if b < 0x20 { throw fail("control character in string") }
+            if b < 0x20 { throw fail(.controlCharacter) }
             position += 1
         }
-        throw fail("unterminated string", at: start - 1)
+        throw fail(.unterminatedString, at: start - 1)
     }
 
     /// Reads a string value or property name, decoding escapes.
@@ -168,7 +200,7 @@ struct JSONScanner {
         let start = position
         var integer = true
         if position < bytes.count, bytes[position] == UInt8(ascii: "-") { position += 1 }
-        guard position < bytes.count, isDigit(bytes[position]) else { throw fail("bad number") }
+        guard position < bytes.count, isDigit(bytes[position]) else { throw fail(.badNumber) }
         if bytes[position] == UInt8(ascii: "0") {
             position += 1
         } else {
@@ -177,14 +209,14 @@ struct JSONScanner {
         if position < bytes.count, bytes[position] == UInt8(ascii: ".") {
             integer = false
             position += 1
-            guard position < bytes.count, isDigit(bytes[position]) else { throw fail("bad number: digit expected after '.'") }
+            guard position < bytes.count, isDigit(bytes[position]) else { throw fail(.digitAfterDot) }
             while position < bytes.count, isDigit(bytes[position]) { position += 1 }
         }
         if position < bytes.count, bytes[position] | 0x20 == UInt8(ascii: "e") {
             integer = false
             position += 1
             if position < bytes.count, bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-") { position += 1 }
-            guard position < bytes.count, isDigit(bytes[position]) else { throw fail("bad number: digit expected in exponent") }
+            guard position < bytes.count, isDigit(bytes[position]) else { throw fail(.digitInExponent) }
             while position < bytes.count, isDigit(bytes[position]) { position += 1 }
         }
         return JSONNumber(text: bytes[start..<position], isIntegerLiteral: integer)
@@ -194,12 +226,12 @@ struct JSONScanner {
         skipWhitespace()
         if matchLiteral("true") { return true }
         if matchLiteral("false") { return false }
-        throw fail("bad literal")
+        throw fail(.badLiteral)
     }
 
     mutating func readNull() throws(JSONSyntaxError) {
         skipWhitespace()
-        guard matchLiteral("null") else { throw fail("bad literal") }
+        guard matchLiteral("null") else { throw fail(.badLiteral) }
     }
 
     private mutating func matchLiteral(_ word: StaticString) -> Bool {
@@ -213,7 +245,7 @@ struct JSONScanner {
 
     /// Skips one value of any kind, checking its syntax.
     mutating func skipValue(depth: Int = 0) throws(JSONSyntaxError) {
-        guard depth < Self.maxDepth else { throw fail("nesting deeper than \(Self.maxDepth)") }
+        guard depth < Self.maxDepth else { throw fail(.tooDeep) }
         switch try peekKind() {
         case .object:
             position += 1

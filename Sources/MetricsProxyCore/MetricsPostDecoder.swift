@@ -111,7 +111,7 @@ struct Decoding {
 
     mutating func finish() throws(DecodeStop) {
         scanner.skipWhitespace()
-        guard scanner.isAtEnd else { throw .syntax(scanner.fail("unexpected data after the JSON value")) }
+        guard scanner.isAtEnd else { throw .syntax(scanner.fail(.trailingData)) }
     }
 
     /// A string field, with Ajv's coercion of numbers, booleans and null.
