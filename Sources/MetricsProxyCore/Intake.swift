@@ -38,7 +38,8 @@ public struct Intake: Sendable {
                          body: UnsafeBufferPointer<UInt8>, fast: UnsafeMutablePointer<FastPost>? = nil) -> Outcome {
         let isJSON = Self.isJSON(contentType)
         if kind == .metrics, let fast, isJSON, contentEncoding == nil, body.count <= maxBody,
-           Self.parameter("charset", in: contentType!).map({ $0.lowercased().hasPrefix("utf-") }) ?? true,
+           contentType == "application/json"
+            || Self.parameter("charset", in: contentType!).map({ $0.lowercased().hasPrefix("utf-") }) ?? true,
            FastPostScanner.scan(body, into: &fast.pointee) {
             // A valid body: what is left to check is the token, as the server does.
             guard let token = upstreamToken ?? Token.fromAuthorization(authorization) else {
@@ -102,6 +103,7 @@ public struct Intake: Sendable {
     /// `application/json`, any case, parameters allowed.
     static func isJSON(_ contentType: String?) -> Bool {
         guard let ct = contentType else { return false }
+        if ct == "application/json" { return true } // what SDKs send: no parsing needed
         let mime = ct.split(separator: ";", maxSplits: 1).first.map { $0.trimmingASCIIWhitespace().lowercased() }
         return mime == "application/json"
     }

@@ -2,6 +2,10 @@
 public enum Token {
     /// Strips a leading `Bearer ` (any case, any white space), as the server does.
     public static func fromAuthorization(_ header: String?) -> String? {
+        // The common case, a bare token: nothing to trim or strip.
+        if let h = header, let f = h.utf8.first, let l = h.utf8.last, f > 0x20, l > 0x20, f | 0x20 != UInt8(ascii: "b") {
+            return h
+        }
         guard var value = header?.trimmingASCIIWhitespace(), !value.isEmpty else { return nil }
         if value.count > 7, value.prefix(6).lowercased() == "bearer",
            let sep = value.dropFirst(6).first, sep == " " || sep == "\t" {
