@@ -13,7 +13,8 @@ final class ShutdownTests: XCTestCase {
         let results = parallel(9) { i -> Ledger in
             if i == 8 {
                 // The signaller: SIGTERM once the posters are well under way.
-                while started.count < 200 { usleep(1000) }
+                let deadline = Date().addingTimeInterval(10)
+                while started.count < 200, Date() < deadline { usleep(1000) }
                 kill(pid, SIGTERM)
                 return Ledger()
             }
