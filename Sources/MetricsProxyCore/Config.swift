@@ -44,6 +44,11 @@ public struct Config: Sendable, Equatable {
         public var jitter = 0.2
     }
 
+    public struct Limits: Sendable, Equatable {
+        /// Distinct merge keys one window may hold; past it, posts that would add keys get 503.
+        public var maxKeys = 200_000
+    }
+
     public struct Log: Sendable, Equatable {
         public var level: LogLevel = .info
         public var format: LogFormat = .logfmt
@@ -54,6 +59,7 @@ public struct Config: Sendable, Equatable {
     public var window = Window()
     public var spool = Spool()
     public var retry = Retry()
+    public var limits = Limits()
     public var log = Log()
 
     public init() {}

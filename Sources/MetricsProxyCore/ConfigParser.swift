@@ -64,6 +64,7 @@ public struct ConfigParser {
         "window": ["interval"],
         "spool": ["dir", "max_size", "max_age", "replay_rate"],
         "retry": ["initial", "max", "jitter"],
+        "limits": ["max_keys"],
         "log": ["level", "format"],
     ]
 
@@ -127,6 +128,9 @@ public struct ConfigParser {
             let j = value.hasSuffix("%") ? v / 100 : v
             guard j <= 1 else { throw bad("expected a fraction from 0 to 1, or a percentage") }
             c.retry.jitter = j
+        case ("limits", "max_keys"):
+            guard let n = Int(value), n >= 1 else { throw bad("expected a number of keys, at least 1") }
+            c.limits.maxKeys = n
         case ("log", "level"):
             guard let l = ["debug": LogLevel.debug, "info": .info, "warn": .warn, "warning": .warn, "error": .error][value.lowercased()]
             else { throw bad("expected debug, info, warn or error") }

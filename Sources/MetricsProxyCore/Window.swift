@@ -56,6 +56,31 @@ public struct Window: Sendable {
 
     public var isEmpty: Bool { groups.isEmpty && instances.isEmpty }
 
+    /// Whether merging would take the window past `maxKeys` distinct keys. Names are looked
+    /// up only when the post could reach the cap at all.
+    func wouldExceed(_ maxKeys: Int, token: String, appName: String, stop: Int64, names: [FeatureName]) -> Bool {
+        let group = groups[GroupKey(token: token, appName: appName, hour: Timestamp.hourStart(stop))]
+        var new = Set<FeatureName>()
+        for n in names where group?.toggles[n] == nil { new.insert(n.owned) }
+        return keyCount + new.count > maxKeys
+    }
+
+    /// For a post read by the full decoder.
+    public func wouldExceed(_ maxKeys: Int, post: MetricsPost, token: String) -> Bool {
+        guard let b = post.bucket, keyCount + b.toggles.count > maxKeys else { return false }
+        let names = b.toggles.filter { $0.yes != 0 || $0.no != 0 }.map { FeatureName($0.name) }
+        return wouldExceed(maxKeys, token: token, appName: post.appName, stop: b.stop, names: names)
+    }
+
+    /// For a post read by the fast path from `body`.
+    public func wouldExceed(_ maxKeys: Int, fast p: FastPost, body: UnsafeBufferPointer<UInt8>, token: String) -> Bool {
+        guard keyCount + p.toggles.count > maxKeys else { return false }
+        let names = p.toggles.filter { $0.yes != 0 || $0.no != 0 }
+            .map { FeatureName(borrowing: UnsafeBufferPointer(rebasing: body[$0.name]), hash: $0.hash) }
+        let appName = String(decoding: UnsafeBufferPointer(rebasing: body[p.appName]), as: UTF8.self)
+        return wouldExceed(maxKeys, token: token, appName: appName, stop: p.stop, names: names)
+    }
+
     /// Merges an accepted post. `interval` is the `unleash-interval` header, if any.
     public mutating func merge(_ post: MetricsPost, token: String, interval: Double?, now: Int64) {
         noteInstance(token: token, appName: post.appName, instanceId: post.instanceId, sdk: post.sdk,

@@ -24,6 +24,7 @@ public final class Daemon {
     private var signals: [LoopEvent] = []
     private var shuttingDown = false
     private var postsInWindow = 0
+    private var keyCapLogged = false
     private let telemetry: Telemetry
     /// Scratch space of the fast decoder, reused for every post.
     private var fastPost = FastPost()
@@ -134,9 +135,13 @@ public final class Daemon {
                                 authorization: req.header("Authorization"), body: body, fast: kind == .metrics ? fast : nil)
             }
             if case .fastMetrics(let token) = outcome {
+                if window.wouldExceed(config.limits.maxKeys, fast: fastPost, body: body, token: token) { return keyCapReached() }
                 // Merged here, while the body the post was read from is still valid.
                 window.merge(fastPost, body: body, token: token, interval: req.header("unleash-interval").flatMap(Double.init),
                              now: nowMillis()) { (req.header("unleash-sdk"), req.header("unleash-connection-id")) }
+            }
+            if case .metrics(let post, let token) = outcome, window.wouldExceed(config.limits.maxKeys, post: post, token: token) {
+                return keyCapReached()
             }
             return outcome
         }
@@ -162,7 +167,8 @@ public final class Daemon {
             req.reply(202)
         case .refused(let status, let body):
             log.debug("post refused", [("status", "\(status)"), ("path", Router.normalize(req.uri))])
-            req.reply(Int32(status), body)
+            let retry = status == 503 ? [("Retry-After", "\(max(1, config.window.interval.milliseconds / 1000))")] : []
+            req.reply(Int32(status), body, headers: retry)
         case .invalid(let failure):
             log.debug("post invalid", [("path", Router.normalize(req.uri)), ("reason", failure.message)])
             req.reply(400, failure.responseBody(id: UUID4.make()))
@@ -170,6 +176,18 @@ public final class Daemon {
     }
 
     // MARK: windows
+
+    /// The open window holds `[limits] max_keys` keys: posts that would add keys wait for the
+    /// next window (503 with Retry-After); posts to existing keys still merge.
+    private func keyCapReached() -> Intake.Outcome {
+        if !keyCapLogged {
+            keyCapLogged = true
+            log.warn("window key cap reached; posts with new keys get 503 until the window closes",
+                     [("max_keys", "\(config.limits.maxKeys)")])
+        }
+        return .refused(status: 503, body: Intake.message(
+            "metrics-proxy holds \(config.limits.maxKeys) distinct keys in this window; retry after it closes"))
+    }
 
     private func windowElapsed() {
         closeWindow()
@@ -187,6 +205,7 @@ public final class Daemon {
         let (posts, keys, instances) = (postsInWindow, window.keyCount, window.instances.count)
         window = Window(opened: now)
         postsInWindow = 0
+        keyCapLogged = false
         forwarder.enqueue(batches)
         telemetry.metrics.windowsClosed += 1
         // Logged after the batches are in the spool (or, if the disk failed, held in memory).

@@ -188,3 +188,30 @@ final class ValidationTests: XCTestCase {
         XCTAssertEqual(other["interval"] as? Int, 15000)
     }
 }
+
+/// `[limits] max_keys` bounds the window's memory: posts that would add keys past it get 503
+/// with Retry-After, posts to keys already held still merge, and nothing refused is counted.
+final class KeyCapTests: XCTestCase {
+    func testPastTheKeyCapNewKeysAreRefusedAndExistingKeysStillMerge() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "1h", extra: "[limits]\nmax_keys = 3"))
+        let c = proxy.tcp()
+        let first = ValidationTests.bucket(#"{"k1":{"yes":1},"k2":{"yes":1},"k3":{"yes":1}}"#)
+        XCTAssertEqual(try c.post("/api/client/metrics", json: first, token: tokenA).status, 202)
+        // Full body (fast path) and escaped names (full decoder) are both held to the cap.
+        for body in [ValidationTests.bucket(#"{"k1":{"yes":5},"k4":{"yes":1}}"#), ValidationTests.bucket(#"{"k\u0035":{"yes":1}}"#)] {
+            let r = try c.post("/api/client/metrics", json: body, token: tokenA)
+            XCTAssertEqual(r.status, 503, body)
+            XCTAssertNotNil(r.header("Retry-After"))
+            XCTAssertTrue((r.json?["message"] as? String ?? "").contains("3 distinct keys"))
+        }
+        XCTAssertEqual(try c.post("/api/client/metrics", json: ValidationTests.bucket(#"{"k1":{"yes":2},"k3":{"no":4}}"#), token: tokenA).status, 202)
+        proxy.signal(SIGTERM)
+        XCTAssertEqual(proxy.waitForExit(), 0)
+        let metrics = try upstream.requests(path: "/api/client/metrics/bulk").flatMap { $0.json["metrics"] as! [[String: Any]] }
+        var got: [String: [Int]] = [:]
+        for m in metrics { got[m["featureName"] as! String] = [m["yes"] as! Int, m["no"] as! Int] }
+        XCTAssertEqual(got, ["k1": [3, 0], "k2": [1, 0], "k3": [1, 4]])
+        XCTAssertEqual(proxy.log.components(separatedBy: "window key cap reached").count - 1, 1, "logged once per window")
+    }
+}
