@@ -8,6 +8,8 @@ final class FakeUpstream {
         var headers: [(String, String)]
         var body: String
         var status: Int
+        /// Arrival time on the fake's clock (epoch seconds).
+        var t: Double = 0
 
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
         var json: [String: Any] { ((try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]) ?? [:] }
@@ -63,7 +65,7 @@ final class FakeUpstream {
         return list.map { d in
             Recorded(method: d["method"] as? String ?? "", path: d["path"] as? String ?? "",
                      headers: (d["headers"] as? [[String]] ?? []).map { ($0[0], $0[1]) },
-                     body: d["body"] as? String ?? "", status: d["status"] as? Int ?? 0)
+                     body: d["body"] as? String ?? "", status: d["status"] as? Int ?? 0, t: d["t"] as? Double ?? 0)
         }.filter { path == nil || $0.path == path }
     }
 
