@@ -94,8 +94,10 @@ class State:
         with self.lock:
             self.script = []
 
-    def add_script(self, answers: list[dict]) -> None:
+    def add_script(self, answers: list[dict], replace: bool = False) -> None:
         with self.lock:
+            if replace:
+                self.script = []
             self.script.extend(answers)
 
     def take_script(self, method: str, path: str) -> dict | None:
@@ -376,7 +378,8 @@ class Handler(BaseHTTPRequestHandler):
             except (ValueError, TypeError, AttributeError) as e:
                 self._send_json(400, {"message": f"bad script: {e}"})
                 return
-            st.add_script(entries)
+            # "replace": true swaps the script atomically (no request slips between).
+            st.add_script(entries, replace=isinstance(doc, dict) and bool(doc.get("replace")))
             self._send_json(200, {"ok": True, "added": len(entries)})
         elif path == "/_control/features" and self.command in ("POST", "PUT"):
             try:

@@ -47,8 +47,7 @@ final class SpoolDeliveryTests: XCTestCase {
         // Several retries in the same state, so the log can show it says so once.
         try waitFor("several 503s") { try upstream.requests().filter { $0.status == 503 }.count >= 6 }
         // Hanging past the proxy's 2 s timeout.
-        try upstream.clearScript()
-        try upstream.script([["status": 503, "delay": 3.0, "repeat": -1]])
+        try upstream.script([["status": 503, "delay": 3.0, "repeat": -1]], replace: true)
         expected.merge(try spooled(proxy) { try post(proxy, count: 30) })
         waitFor("a timeout", timeout: 15) { proxy.log.contains("error=timeout") }
         XCTAssertGreaterThanOrEqual(proxy.spooledFiles.count, 3, "the closed windows wait on disk")

@@ -69,9 +69,10 @@ final class FakeUpstream {
         }.filter { path == nil || $0.path == path }
     }
 
-    /// Scripted answers, e.g. `[["status": 503, "repeat": 2]]`.
-    func script(_ answers: [[String: Any]]) throws {
-        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["answers": answers]), as: UTF8.self)
+    /// Scripted answers, e.g. `[["status": 503, "repeat": 2]]`; `replace` swaps the whole
+    /// script at once, so no request is answered by the default in between.
+    func script(_ answers: [[String: Any]], replace: Bool = false) throws {
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["answers": answers, "replace": replace]), as: UTF8.self)
         _ = try control("POST", "/_control/script", body: body)
     }
 
