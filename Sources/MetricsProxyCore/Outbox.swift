@@ -144,7 +144,4 @@ public struct Outbox: Sendable {
         guard let t = queues.values.filter({ !$0.inFlight && !$0.batches.isEmpty }).map(\.notBefore).min() else { return nil }
         return max(t, nextSendAt)
     }
-
-    /// Batches in the queue of each token, for logs.
-    public var depth: Int { count }
 }

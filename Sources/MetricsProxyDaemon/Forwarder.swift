@@ -18,8 +18,8 @@ final class Forwarder {
     private var spoolProblem: String?
     /// Called whenever nothing is waiting and nothing is in flight.
     var onDrained: (() -> Void)?
-    /// Counters for logs and tests.
-    private(set) var delivered = 0, rejected = 0, droppedInMemory = 0, setAside = 0
+    /// Batches delivered since start, for the exit log (the rest is counted in Telemetry).
+    private(set) var delivered = 0
 
     private let telemetry: Telemetry
 
@@ -60,7 +60,6 @@ final class Forwarder {
             throw StartupError("spool \(spool.dir) is not usable: \(error)")
         }
         for (name, reason) in aside {
-            setAside += 1
             telemetry.metrics.batchesDropped["corrupt", default: 0] += 1
             log.error("spool file set aside", [("file", name), ("reason", reason), ("moved_to", "\(spool.dir)/corrupt")])
         }
@@ -79,7 +78,6 @@ final class Forwarder {
     func enqueue(_ batches: [Batch]) {
         let kept = batches.map(spoolOrKeep)
         for b in outbox.add(kept) {
-            droppedInMemory += 1
             telemetry.metrics.batchesDropped["memory_cap", default: 0] += 1
             log.error("batch dropped", [("reason", "memory cap while the spool is failing"), ("batch", b.id),
                                         ("token", Token.fingerprint(b.token)), ("bytes", "\(b.body.count)")])
@@ -156,8 +154,7 @@ final class Forwarder {
             } catch {
                 switch error {
                 case .corrupt(let why):
-                    setAside += 1
-                    telemetry.metrics.batchesDropped["corrupt", default: 0] += 1
+                            telemetry.metrics.batchesDropped["corrupt", default: 0] += 1
                     log.error("spool file set aside", [("file", "\(batch.id).batch"), ("reason", why)])
                     outbox.abandon(batch)
                 case .io(let e):
@@ -231,7 +228,6 @@ final class Forwarder {
     }
 
     private func reject(_ batch: Batch, _ fields: [(String, String)]) {
-        rejected += 1
         telemetry.metrics.batchesDropped["rejected", default: 0] += 1
         if batch.spooled {
             do { try spool.reject(batch.id) } catch {
