@@ -28,6 +28,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
+#include <event2/listener.h>
 #include <event2/util.h>
 #include <openssl/ssl.h>
 #include <openssl/err.h>

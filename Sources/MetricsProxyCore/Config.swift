@@ -8,6 +8,12 @@ public struct Config: Sendable, Equatable {
         public var maxBody = 102_400
         public var idleTimeout: Duration = .seconds(60)
         public var pathPrefix = ""
+        /// Connections held open at once, over all listeners; past it, accepting pauses.
+        public var maxConnections = 1024
+        /// The longest a client may take to send one whole request, first byte to last.
+        public var requestTimeout: Duration = .seconds(30)
+        /// Tokens accepted on metric and register posts; empty: any token.
+        public var allowTokens: [String] = []
     }
 
     public struct Upstream: Sendable, Equatable {
@@ -47,6 +53,13 @@ public struct Config: Sendable, Equatable {
     public struct Limits: Sendable, Equatable {
         /// Distinct merge keys one window may hold; past it, posts that would add keys get 503.
         public var maxKeys = 200_000
+        /// Features in one post's bucket; past it, 413.
+        public var maxTogglesPerPost = 5_000
+        /// Bytes in any name the window keeps (appName, instanceId, feature, variant, SDK fields).
+        public var maxNameLength = 255
+        /// Request header lines, and their total size in bytes.
+        public var maxHeaders = 64
+        public var maxHeaderSize = 16 * 1024
     }
 
     public struct Log: Sendable, Equatable {

@@ -59,12 +59,13 @@ public struct ConfigParser {
     }
 
     static let keys: [String: Set<String>] = [
-        "listen": ["tcp", "unix", "unix_mode", "max_body", "idle_timeout", "path_prefix"],
+        "listen": ["tcp", "unix", "unix_mode", "max_body", "idle_timeout", "path_prefix", "max_connections", "request_timeout",
+                   "allow_tokens"],
         "upstream": ["url", "token", "mode", "max_body", "timeout", "gzip", "ca_file", "tls_verify", "drain_timeout", "max_in_flight"],
         "window": ["interval"],
         "spool": ["dir", "max_size", "max_age", "replay_rate"],
         "retry": ["initial", "max", "jitter"],
-        "limits": ["max_keys"],
+        "limits": ["max_keys", "max_toggles_per_post", "max_name_length", "max_headers", "max_header_size"],
         "log": ["level", "format"],
     ]
 
@@ -87,6 +88,14 @@ public struct ConfigParser {
             c.listen.unixMode = m
         case ("listen", "max_body"): c.listen.maxBody = try size(value, min: 1024, bad)
         case ("listen", "idle_timeout"): c.listen.idleTimeout = try duration(value, bad)
+        case ("listen", "max_connections"):
+            guard let n = Int(value), (8...1_000_000).contains(n) else { throw bad("expected a number of connections from 8 to 1000000") }
+            c.listen.maxConnections = n
+        case ("listen", "request_timeout"): c.listen.requestTimeout = try duration(value, bad)
+        case ("listen", "allow_tokens"):
+            let tokens = value.split(separator: ",").map { String($0.trimmingASCIIWhitespace()) }.filter { !$0.isEmpty }
+            guard tokens.allSatisfy({ !$0.contains(" ") }) else { throw bad("expected tokens separated by commas") }
+            c.listen.allowTokens = tokens
         case ("listen", "path_prefix"):
             var p = value
             while p.hasSuffix("/") { p.removeLast() }
@@ -131,6 +140,16 @@ public struct ConfigParser {
         case ("limits", "max_keys"):
             guard let n = Int(value), n >= 1 else { throw bad("expected a number of keys, at least 1") }
             c.limits.maxKeys = n
+        case ("limits", "max_toggles_per_post"):
+            guard let n = Int(value), n >= 1 else { throw bad("expected a number of features, at least 1") }
+            c.limits.maxTogglesPerPost = n
+        case ("limits", "max_name_length"):
+            guard let n = Int(value), n >= 16 else { throw bad("expected a number of bytes, at least 16") }
+            c.limits.maxNameLength = n
+        case ("limits", "max_headers"):
+            guard let n = Int(value), (8...10_000).contains(n) else { throw bad("expected a number of header lines from 8 to 10000") }
+            c.limits.maxHeaders = n
+        case ("limits", "max_header_size"): c.limits.maxHeaderSize = try size(value, min: 1024, bad)
         case ("log", "level"):
             guard let l = ["debug": LogLevel.debug, "info": .info, "warn": .warn, "warning": .warn, "error": .error][value.lowercased()]
             else { throw bad("expected debug, info, warn or error") }

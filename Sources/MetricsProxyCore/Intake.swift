@@ -26,10 +26,12 @@ public struct Intake: Sendable {
 
     public var maxBody: Int
     public var upstreamToken: String?
+    public var limits: PostLimits
 
-    public init(maxBody: Int, upstreamToken: String?) {
+    public init(maxBody: Int, upstreamToken: String?, limits: PostLimits = PostLimits()) {
         self.maxBody = maxBody
         self.upstreamToken = upstreamToken
+        self.limits = limits
     }
 
     /// With `fast`, a metrics post in the common shape is read into it (nothing allocated)
@@ -40,12 +42,10 @@ public struct Intake: Sendable {
         if kind == .metrics, let fast, isJSON, contentEncoding == nil, body.count <= maxBody,
            contentType == "application/json"
             || Self.parameter("charset", in: contentType!).map({ $0.lowercased().hasPrefix("utf-") }) ?? true,
-           FastPostScanner.scan(body, into: &fast.pointee) {
+           FastPostScanner.scan(body, into: &fast.pointee), limits.admits(fast.pointee) {
             // A valid body: what is left to check is the token, as the server does.
-            guard let token = upstreamToken ?? Token.fromAuthorization(authorization) else {
-                return .refused(status: 401, body: Self.message(
-                    "This endpoint requires an API token. Please add an authorization header to your request with a valid token"))
-            }
+            guard let token = upstreamToken ?? Token.fromAuthorization(authorization) else { return Self.tokenRequired }
+            guard limits.allows(authorization: authorization) else { return Self.tokenNotAllowed }
             return .fastMetrics(token: token)
         }
         var parsed: Result<Decoded, ValidationFailure>?
@@ -75,17 +75,22 @@ public struct Intake: Sendable {
             }
             if case .failure(let f) = parsed, f.isSyntax { return .invalid(f) }
         }
-        guard let token = upstreamToken ?? Token.fromAuthorization(authorization) else {
-            return .refused(status: 401, body: Self.message(
-                "This endpoint requires an API token. Please add an authorization header to your request with a valid token"))
-        }
+        guard let token = upstreamToken ?? Token.fromAuthorization(authorization) else { return Self.tokenRequired }
+        guard limits.allows(authorization: authorization) else { return Self.tokenNotAllowed }
         guard isJSON, let parsed else { return .refused(status: 415, body: Self.contentTypeError(contentType)) }
         switch parsed {
         case .failure(let f): return .invalid(f)
-        case .success(.metrics(let post)): return .metrics(post, token: token)
-        case .success(.register(let r)): return .register(r, token: token)
+        case .success(.metrics(let post)): return limits.refusal(for: post) ?? .metrics(post, token: token)
+        case .success(.register(let r)): return limits.refusal(for: r) ?? .register(r, token: token)
         }
     }
+
+    static let tokenRequired = Outcome.refused(status: 401, body: message(
+        "This endpoint requires an API token. Please add an authorization header to your request with a valid token"))
+
+    /// `[listen] allow_tokens` is set and the request's token is not in it.
+    static let tokenNotAllowed = Outcome.refused(status: 401, body: message(
+        "This token is not accepted by this metrics-proxy ([listen] allow_tokens)"))
 
     enum Decoded { case metrics(MetricsPost), register(Registration) }
 

@@ -11,6 +11,10 @@ public struct SelfMetrics: Sendable {
     public var batchesDropped: [String: Int] = [:]
     public var lastUpstreamSuccess: Double?
     public var configReloads: [String: Int] = ["success": 0, "failure": 0]
+    /// Times accepting paused: `max_connections` reached, or no file descriptors left.
+    public var acceptPauses: [String: Int] = ["max_connections": 0, "fd_limit": 0]
+    /// Requests not received whole within `[listen] request_timeout`.
+    public var requestsTimedOut = 0
 
     public static let dropReasons = ["max_size", "max_age", "memory_cap", "rejected", "corrupt"]
 
@@ -23,8 +27,11 @@ public struct SelfMetrics: Sendable {
         public var spoolBytes: Int
         public var spoolOldestAgeSeconds: Double
         public var version: String
+        public var connections: Int
 
-        public init(windowKeys: Int, spoolBatches: Int, spoolBytes: Int, spoolOldestAgeSeconds: Double, version: String) {
+        public init(windowKeys: Int, spoolBatches: Int, spoolBytes: Int, spoolOldestAgeSeconds: Double, version: String,
+                    connections: Int = 0) {
+            self.connections = connections
             self.windowKeys = windowKeys
             self.spoolBatches = spoolBatches
             self.spoolBytes = spoolBytes
@@ -47,6 +54,12 @@ public struct SelfMetrics: Sendable {
         for code in Set(posts.keys).union([202, 400]).sorted() { sample("metrics_proxy_posts_total", [("code", String(code))], Double(posts[code] ?? 0)) }
         family("metrics_proxy_post_bytes_total", "counter", "Bytes of metric post bodies received.")
         sample("metrics_proxy_post_bytes_total", Double(postBytes))
+        family("metrics_proxy_connections", "gauge", "Client connections open.")
+        sample("metrics_proxy_connections", Double(g.connections))
+        family("metrics_proxy_accept_pauses_total", "counter", "Times accepting paused, by reason (max_connections, fd_limit).")
+        for reason in acceptPauses.keys.sorted() { sample("metrics_proxy_accept_pauses_total", [("reason", reason)], Double(acceptPauses[reason]!)) }
+        family("metrics_proxy_requests_timed_out_total", "counter", "Requests not received whole within listen.request_timeout (408).")
+        sample("metrics_proxy_requests_timed_out_total", Double(requestsTimedOut))
         family("metrics_proxy_window_keys", "gauge", "Distinct merge keys in the open window.")
         sample("metrics_proxy_window_keys", Double(g.windowKeys))
         family("metrics_proxy_windows_closed_total", "counter", "Windows closed and handed to the spool.")

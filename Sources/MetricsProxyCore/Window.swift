@@ -65,8 +65,14 @@ public struct Window: Sendable {
         return keyCount + new.count > maxKeys
     }
 
+    /// Instances are bounded by the same cap: each one is kept until the window closes.
+    public func wouldAddInstance(beyond maxKeys: Int, token: String, appName: String, instanceId: String) -> Bool {
+        instances.count >= maxKeys && instances[InstanceKey(token: token, appName: appName, instanceId: instanceId)] == nil
+    }
+
     /// For a post read by the full decoder.
     public func wouldExceed(_ maxKeys: Int, post: MetricsPost, token: String) -> Bool {
+        if wouldAddInstance(beyond: maxKeys, token: token, appName: post.appName, instanceId: post.instanceId) { return true }
         guard let b = post.bucket, keyCount + b.toggles.count > maxKeys else { return false }
         let names = b.toggles.filter { $0.yes != 0 || $0.no != 0 }.map { FeatureName($0.name) }
         return wouldExceed(maxKeys, token: token, appName: post.appName, stop: b.stop, names: names)
@@ -74,6 +80,12 @@ public struct Window: Sendable {
 
     /// For a post read by the fast path from `body`.
     public func wouldExceed(_ maxKeys: Int, fast p: FastPost, body: UnsafeBufferPointer<UInt8>, token: String) -> Bool {
+        func text(_ r: Range<Int>) -> String { String(decoding: UnsafeBufferPointer(rebasing: body[r]), as: UTF8.self) }
+        if instances.count >= maxKeys,
+           wouldAddInstance(beyond: maxKeys, token: token, appName: text(p.appName),
+                            instanceId: (p.instanceId?.isEmpty ?? true) ? "default" : text(p.instanceId!)) {
+            return true
+        }
         guard keyCount + p.toggles.count > maxKeys else { return false }
         let names = p.toggles.filter { $0.yes != 0 || $0.no != 0 }
             .map { FeatureName(borrowing: UnsafeBufferPointer(rebasing: body[$0.name]), hash: $0.hash) }

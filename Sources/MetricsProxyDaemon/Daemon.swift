@@ -45,11 +45,11 @@ public final class Daemon {
         forwarder = Forwarder(loop: loop, client: client, spool: spool, config: config, log: log, telemetry: telemetry)
         reverseProxy = ReverseProxy(client: client, log: log)
         router = Router(prefix: config.listen.pathPrefix)
-        intake = Intake(maxBody: config.listen.maxBody, upstreamToken: config.upstream.token)
+        intake = Intake(maxBody: config.listen.maxBody, upstreamToken: config.upstream.token, limits: PostLimits(config))
         builder = BatchBuilder(mode: config.upstream.mode, maxBody: config.upstream.maxBody)
         window = Window(opened: nowMillis())
-        server = try HTTPServer(loop: loop, maxBody: config.listen.maxBody,
-                                idleTimeout: config.listen.idleTimeout.milliseconds) { [unowned self] in self.handle($0) }
+        server = try HTTPServer(loop: loop, config: config, log: log, telemetry: telemetry) { [unowned self] in self.handle($0) }
+        reverseProxy.connections = server.guardian
         for hp in config.listen.tcp { try server.listenTCP(hp) }
         if let path = config.listen.unix { try server.listenUnix(path: path, mode: config.listen.unixMode) }
         // After the listeners: a port in use fails without touching the spool. Requests are
@@ -91,6 +91,11 @@ public final class Daemon {
     // MARK: requests
 
     private func handle(_ req: HTTPRequest) {
+        if let count = req.headerCount(atMost: config.limits.maxHeaders + 1), count > config.limits.maxHeaders {
+            req.reply(431, Intake.message("too many request headers (\(count) or more); metrics-proxy accepts \(config.limits.maxHeaders)"),
+                      headers: [("Connection", "close")])
+            return
+        }
         switch router.route(method: req.method, uri: req.uri) {
         case .metrics: ingest(req, .metrics)
         case .register where config.upstream.mode == .metrics:
@@ -111,7 +116,7 @@ public final class Daemon {
             let gauges = SelfMetrics.Gauges(windowKeys: window.keyCount, spoolBatches: forwarder.spool.entries.count,
                                             spoolBytes: forwarder.spool.bytes,
                                             spoolOldestAgeSeconds: Double(forwarder.spool.oldestAge(now: now) ?? 0) / 1000,
-                                            version: Version.string)
+                                            version: Version.string, connections: server.guardian.count)
             req.reply(200, Array(telemetry.metrics.render(gauges).utf8), contentType: "text/plain; version=0.0.4; charset=utf-8")
         case .methodNotAllowed(let allow):
             req.reply(405, Intake.message("Method \(req.method) is not allowed here; use \(allow)"), headers: [("Allow", allow)])
@@ -141,6 +146,10 @@ public final class Daemon {
                              now: nowMillis()) { (req.header("unleash-sdk"), req.header("unleash-connection-id")) }
             }
             if case .metrics(let post, let token) = outcome, window.wouldExceed(config.limits.maxKeys, post: post, token: token) {
+                return keyCapReached()
+            }
+            if case .register(let r, let token) = outcome,
+               window.wouldAddInstance(beyond: config.limits.maxKeys, token: token, appName: r.appName, instanceId: r.instanceId) {
                 return keyCapReached()
             }
             return outcome
@@ -177,8 +186,8 @@ public final class Daemon {
 
     // MARK: windows
 
-    /// The open window holds `[limits] max_keys` keys: posts that would add keys wait for the
-    /// next window (503 with Retry-After); posts to existing keys still merge.
+    /// The open window holds `[limits] max_keys` keys (or instances): posts that would add one
+    /// wait for the next window (503 with Retry-After); posts to existing keys still merge.
     private func keyCapReached() -> Intake.Outcome {
         if !keyCapLogged {
             keyCapLogged = true
@@ -245,9 +254,9 @@ public final class Daemon {
         log.level = applied.log.level
         log.format = applied.log.format
         router = Router(prefix: applied.listen.pathPrefix)
-        intake = Intake(maxBody: applied.listen.maxBody, upstreamToken: applied.upstream.token)
+        intake = Intake(maxBody: applied.listen.maxBody, upstreamToken: applied.upstream.token, limits: PostLimits(applied))
         builder = BatchBuilder(mode: applied.upstream.mode, maxBody: applied.upstream.maxBody)
-        server.update(maxBody: applied.listen.maxBody, idleTimeout: applied.listen.idleTimeout.milliseconds)
+        server.update(applied)
         forwarder.update(applied, client: client)
         reverseProxy.client = client
         if intervalChanged && !shuttingDown { windowTimer.schedule(afterMillis: applied.window.interval.milliseconds) }

@@ -61,6 +61,9 @@ final class LoopEvent {
 
     func cancel() { event_del(event) }
 
+    /// Runs the callback in the next loop turn.
+    func activateNow() { event_active(event, Int32(EV_TIMEOUT), 0) }
+
     var isPending: Bool { event_pending(event, Int16(EV_TIMEOUT), nil) != 0 }
 
     deinit { event_free(event) }

@@ -40,6 +40,17 @@ struct HTTPRequest {
         return out
     }
 
+    /// How many header lines the request has, counting no further than `limit`.
+    func headerCount(atMost limit: Int) -> Int? {
+        var n = 0
+        var kv = evhttp_request_get_input_headers(raw)?.pointee.tqh_first
+        while let e = kv, n < limit {
+            n += 1
+            kv = e.pointee.next.tqe_next
+        }
+        return n
+    }
+
     /// The client's IP address; nil on the Unix socket (libevent reports port 0 there).
     var peerAddress: String? {
         guard let conn = evhttp_request_get_connection(raw) else { return nil }
@@ -84,6 +95,7 @@ struct HTTPRequest {
         case 405: return "Method Not Allowed"
         case 413: return "Payload Too Large"
         case 415: return "Unsupported Media Type"
+        case 431: return "Request Header Fields Too Large"
         case 502: return "Bad Gateway"
         case 503: return "Service Unavailable"
         default: return "Status"

@@ -7,17 +7,21 @@ import MetricsProxyCore
 final class HTTPServer {
     private let http: OpaquePointer
     private let handle: (HTTPRequest) -> Void
+    /// Counts, caps and times the connections; freed after the evhttp.
+    private(set) var guardian: ConnectionGuard!
     private var bound: [OpaquePointer] = []
     private var unixPath: String?
     /// What each listener is bound to, for logs and tests (`127.0.0.1:43127`, `unix:/path`).
     private(set) var addresses: [String] = []
 
-    init(loop: EventLoop, maxBody: Int, idleTimeout: Int64, handle: @escaping (HTTPRequest) -> Void) throws(StartupError) {
+    init(loop: EventLoop, config: Config, log: Logger, telemetry: Telemetry,
+         handle: @escaping (HTTPRequest) -> Void) throws(StartupError) {
         guard let http = evhttp_new(loop.base) else { throw StartupError("cannot create the HTTP server") }
         self.http = http
         self.handle = handle
-        evhttp_set_max_body_size(http, maxBody)
-        evhttp_set_timeout(http, Int32(max(1, idleTimeout / 1000)))
+        guardian = ConnectionGuard(loop: loop, http: http, maxConnections: config.listen.maxConnections,
+                                   requestTimeoutMillis: config.listen.requestTimeout.milliseconds, log: log, telemetry: telemetry)
+        update(config)
         // An empty 202 carries no Content-Type, as the Unleash server's does (libevent would
         // otherwise add text/html).
         evhttp_set_default_content_type(http, nil)
@@ -29,17 +33,26 @@ final class HTTPServer {
         // `self` outlives the evhttp, which is freed in deinit: an unretained pointer is safe.
         evhttp_set_gencb(http, { req, arg in
             guard let req else { return }
-            Unmanaged<HTTPServer>.fromOpaque(arg!).takeUnretainedValue().handle(HTTPRequest(raw: req))
+            let me = Unmanaged<HTTPServer>.fromOpaque(arg!).takeUnretainedValue()
+            me.guardian.requestRead(on: evhttp_request_get_connection(req))
+            me.handle(HTTPRequest(raw: req))
         }, Unmanaged.passUnretained(self).toOpaque())
     }
 
-    /// Applies reloaded limits to connections accepted from now on.
-    func update(maxBody: Int, idleTimeout: Int64) {
-        evhttp_set_max_body_size(http, maxBody)
-        evhttp_set_timeout(http, Int32(max(1, idleTimeout / 1000)))
+    /// Applies (reloaded) limits; body, header and idle limits apply to connections accepted
+    /// from now on.
+    func update(_ config: Config) {
+        evhttp_set_max_body_size(http, config.listen.maxBody)
+        evhttp_set_max_headers_size(http, config.limits.maxHeaderSize)
+        evhttp_set_timeout(http, Int32(max(1, config.listen.idleTimeout.milliseconds / 1000)))
+        guardian.maxConnections = config.listen.maxConnections
+        guardian.requestTimeoutMillis = config.listen.requestTimeout.milliseconds
     }
 
     deinit {
+        // The listeners go first in evhttp_free, then every connection (whose close the guard
+        // still hears).
+        guardian.detach(http: http)
         evhttp_free(http)
         removeUnixSocketFile()
     }
@@ -49,6 +62,7 @@ final class HTTPServer {
             throw StartupError("cannot listen on \(hp): \(String(cString: strerror(errno)))")
         }
         bound.append(handle)
+        guardian.watch(listener: evhttp_bound_socket_get_listener(handle))
         let fd = evhttp_bound_socket_get_fd(handle)
         var ss = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -65,6 +79,7 @@ final class HTTPServer {
     /// Binds a Unix socket with `mode`. A stale socket file is replaced; a live one (another
     /// process answers on it) is an error, as is any other kind of file at the path.
     func listenUnix(path: String, mode: UInt32) throws(StartupError) {
+        try Self.checkSocketDirectory(of: path)
         var st = stat()
         if lstat(path, &st) == 0 {
             guard (st.st_mode & S_IFMT) == S_IFSOCK else {
@@ -95,11 +110,13 @@ final class HTTPServer {
             throw StartupError("cannot listen on unix:\(path): \(why)")
         }
         bound.append(handle)
+        guardian.watch(listener: evhttp_bound_socket_get_listener(handle))
         addresses.append("unix:\(path)")
     }
 
     /// Stops accepting new connections; requests already read are still answered.
     func stopAccepting() {
+        guardian.forgetListeners()
         for handle in bound { evhttp_del_accept_socket(http, handle) }
         bound = []
         removeUnixSocketFile()
@@ -108,6 +125,30 @@ final class HTTPServer {
     private func removeUnixSocketFile() {
         if let unixPath { unlink(unixPath) }
         unixPath = nil
+    }
+
+    /// The socket's directory must belong to us (or root) and not be writable by others:
+    /// anyone who can write there could replace the socket and read every SDK's token. A
+    /// missing directory (one level) is created 0750.
+    static func checkSocketDirectory(of path: String) throws(StartupError) {
+        var dir = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        if dir.isEmpty { dir = path.hasPrefix("/") ? "/" : "." }
+        var st = stat()
+        if stat(dir, &st) != 0 {
+            guard errno == ENOENT, mkdir(dir, 0o750) == 0, stat(dir, &st) == 0 else {
+                throw StartupError("cannot listen on unix:\(path): directory \(dir): \(String(cString: strerror(errno)))")
+            }
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw StartupError("cannot listen on unix:\(path): \(dir) is not a directory")
+        }
+        if st.st_mode & S_IWOTH != 0 {
+            throw StartupError("cannot listen on unix:\(path): directory \(dir) is writable by every user (mode "
+                + String(st.st_mode & 0o7777, radix: 8) + "); put the socket in a directory only this user can write, such as a subdirectory the proxy creates")
+        }
+        guard st.st_uid == geteuid() || st.st_uid == 0 else {
+            throw StartupError("cannot listen on unix:\(path): directory \(dir) belongs to another user (uid \(st.st_uid))")
+        }
     }
 
     private static func socketAnswers(_ path: String) -> Bool {

@@ -9,6 +9,8 @@ import MetricsProxyCore
 final class ReverseProxy {
     /// Replaced on a reload that changes the upstream.
     var client: UpstreamClient
+    /// Tells an exchange when its client's connection closes.
+    weak var connections: ConnectionGuard?
     private let log: Logger
 
     init(client: UpstreamClient, log: Logger) {
@@ -43,7 +45,7 @@ final class ReverseProxy {
             headers.append(("X-Forwarded-For", forwardedFor))
         }
         let body = request.withBody { Array($0) }
-        exchange.watchDownstream()
+        exchange.watchDownstream(connections)
         exchange.call = client.stream(.init(method: method, path: upstreamPath, headers: headers, body: body),
                                       head: { [exchange] status, reason, headers in exchange.head(status, reason, headers) },
                                       chunk: { [exchange] bytes in exchange.chunk(bytes) },
@@ -78,7 +80,8 @@ private final class Exchange {
     var call: UpstreamCall?
     private var started = false
     private var gone = false
-    private var watching = false
+    private weak var connections: ConnectionGuard?
+    private var watchID: Int?
 
     init(request: OpaquePointer, log: Logger) {
         self.request = request
@@ -86,25 +89,23 @@ private final class Exchange {
         self.log = log
     }
 
-    /// Learns of the downstream connection closing. The close callback holds one retain of
-    /// self, released when we stop watching (reply finished) or when it fires.
-    func watchDownstream() {
-        guard let connection else { return }
-        watching = true
-        evhttp_connection_set_closecb(connection, { _, arg in
-            let me = Unmanaged<Exchange>.fromOpaque(arg!).takeRetainedValue()
-            me.watching = false
-            me.gone = true
-            me.call?.cancel()
-            me.log.debug("client left before the upstream answered; forward cancelled")
-        }, Unmanaged.passRetained(self).toOpaque())
+    /// Learns of the downstream connection closing. The handler holds self until it fires or
+    /// we stop watching (reply finished).
+    func watchDownstream(_ connections: ConnectionGuard?) {
+        guard let connection, let connections else { return }
+        self.connections = connections
+        watchID = connections.onClose(connection) { [self] in
+            watchID = nil
+            gone = true
+            call?.cancel()
+            log.debug("client left before the upstream answered; forward cancelled")
+        }
     }
 
     private func stopWatching() {
-        guard watching, let connection else { return }
-        watching = false
-        evhttp_connection_set_closecb(connection, nil, nil)
-        Unmanaged.passUnretained(self).release()
+        guard let id = watchID, let connection else { return }
+        watchID = nil
+        connections?.cancelOnClose(connection, id)
     }
 
     func head(_ status: Int, _ reason: String, _ headers: [(String, String)]) {

@@ -90,9 +90,14 @@ def main():
         if get.get("path") != path or get.get("port") != port:
             problem(f"kubernetes: {probe} should be GET {path} on port {port}, is {get}")
     mounts = {m["mountPath"]: m["name"] for m in side.get("volumeMounts", [])}
-    sock_vol = mounts.get(os.path.dirname(sock))
+    # The socket sits in a directory the proxy creates inside the shared volume (an emptyDir
+    # is writable by everyone, which the proxy refuses for the socket's own directory).
+    sock_dir = os.path.dirname(sock)
+    sock_vol = mounts.get(os.path.dirname(sock_dir))
     if not sock_vol:
-        problem(f"kubernetes: the socket directory {os.path.dirname(sock)} is not a sidecar volume")
+        problem(f"kubernetes: the socket's parent directory {os.path.dirname(sock_dir)} is not a sidecar volume")
+    elif sock_dir in mounts:
+        problem(f"kubernetes: the socket directory {sock_dir} is itself a volume (world-writable); put it one level below")
     spool_vol = next((n for p, n in mounts.items() if spool.startswith(p.rstrip("/") + "/") or spool == p), None)
     if not spool_vol:
         problem(f"kubernetes: the spool {spool} is not on a sidecar volume")

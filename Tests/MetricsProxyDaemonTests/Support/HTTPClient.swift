@@ -84,6 +84,25 @@ final class HTTPClient {
         return readResponse ? try self.readResponse(method: "POST") : nil
     }
 
+    /// Connects now (for tests that hold connections open without a request).
+    func open() throws { if fd < 0 { try connect() } }
+
+    /// How long a read may wait before it fails.
+    func setReadTimeout(_ seconds: Double) {
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Reads one response to what was sent with `raw(_:readResponse: false)`.
+    func readResponse() throws -> Response { try readResponse(method: "POST") }
+
+    /// Whether the server closed the connection (a read sees end of file or a reset).
+    func serverClosed() -> Bool {
+        var b: UInt8 = 0
+        let n = recv(fd, &b, 1, 0)
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+    }
+
     private func connect() throws {
         switch endpoint {
         case .tcp(let host, let port):

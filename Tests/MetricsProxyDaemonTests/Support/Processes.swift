@@ -47,8 +47,9 @@ final class ProxyProcess {
 
     /// `config` is proxy.conf text; `{UNIX}` in it is replaced by a socket path in a temp dir,
     /// `{SPOOL}` by `spoolDir` (a fresh one unless given).
+    /// `maxOpenFiles` starts it under `ulimit -n` (the shell execs it, so the pid is the proxy's).
     init(config: String, name: String = "proxy", spoolDir: String? = nil, environment: [String: String] = [:],
-         waitUntilListening: Bool = true) throws {
+         waitUntilListening: Bool = true, maxOpenFiles: Int? = nil) throws {
         dir = Paths.tempDir(name)
         unixPath = dir.appendingPathComponent("proxy.sock").path
         self.spoolDir = spoolDir ?? dir.appendingPathComponent("spool").path
@@ -57,8 +58,13 @@ final class ProxyProcess {
         try config.replacingOccurrences(of: "{UNIX}", with: unixPath).replacingOccurrences(of: "{SPOOL}", with: self.spoolDir)
             .write(to: configURL, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
-        process.executableURL = Paths.binary
-        process.arguments = ["--config", configURL.path]
+        if let maxOpenFiles {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -n \(maxOpenFiles) && exec \"$0\" \"$@\"", Paths.binary.path, "--config", configURL.path]
+        } else {
+            process.executableURL = Paths.binary
+            process.arguments = ["--config", configURL.path]
+        }
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         process.environment = env
@@ -99,6 +105,24 @@ final class ProxyProcess {
     func unix() -> HTTPClient { HTTPClient(.unix(unixPath)) }
 
     func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+
+    /// Open file descriptors of the proxy process.
+    var openFiles: Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/fd"))?.count ?? -1 }
+
+    /// CPU time (user + system) the proxy has used, in seconds.
+    var cpuSeconds: Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return -1 }
+        let f = stat[stat.index(after: close)...].split(separator: " ")
+        return (Double(f[11])! + Double(f[12])!) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Resident memory (VmRSS) in KiB.
+    var residentKiB: Int {
+        let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
+    }
 
     /// Waits for the process to exit and returns its status.
     func waitForExit(timeout: TimeInterval = 20) -> Int32? {

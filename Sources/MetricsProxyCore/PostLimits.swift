@@ -1,0 +1,86 @@
+/// What one post may hold beyond the Unleash server's own rules: `[limits]` and
+/// `[listen] allow_tokens`. Checked after the schema, so a post that breaks the schema gets
+/// the server's answer first.
+public struct PostLimits: Sendable, Equatable {
+    public var maxToggles: Int
+    public var maxNameLength: Int
+    /// Empty: every token is accepted.
+    public var allowTokens: Set<String>
+
+    public init(maxToggles: Int = 5_000, maxNameLength: Int = 255, allowTokens: Set<String> = []) {
+        self.maxToggles = maxToggles
+        self.maxNameLength = maxNameLength
+        self.allowTokens = allowTokens
+    }
+
+    public init(_ config: Config) {
+        self.init(maxToggles: config.limits.maxTogglesPerPost, maxNameLength: config.limits.maxNameLength,
+                  allowTokens: Set(config.listen.allowTokens))
+    }
+
+    /// Whether the request's own token (not `upstream.token`) may post here.
+    func allows(authorization: String?) -> Bool {
+        guard !allowTokens.isEmpty else { return true }
+        guard let token = Token.fromAuthorization(authorization) else { return false }
+        return allowTokens.contains(token)
+    }
+
+    /// The fast path's check: true when everything is within the limits. Otherwise the full
+    /// decoder reads the post again and `refusal(for:)` words the answer.
+    func admits(_ p: FastPost) -> Bool {
+        guard p.toggles.count <= maxToggles, p.appName.count <= maxNameLength else { return false }
+        for r in [p.instanceId, p.sdkVersion, p.platformName, p.platformVersion, p.yggdrasilVersion, p.specVersion, p.connectionId]
+        where (r?.count ?? 0) > maxNameLength {
+            return false
+        }
+        for t in p.toggles where t.name.count > maxNameLength { return false }
+        for v in p.variants where v.name.count > maxNameLength { return false }
+        return true
+    }
+
+    /// 413 for too many features, 400 naming the first name that is too long, nil when the
+    /// post is within the limits. Lengths are in UTF-8 bytes.
+    func refusal(for post: MetricsPost) -> Intake.Outcome? {
+        if let b = post.bucket, b.toggles.count > maxToggles {
+            return .refused(status: 413, body: Intake.message(
+                "bucket.toggles holds \(b.toggles.count) features; metrics-proxy accepts at most \(maxToggles) in one post"))
+        }
+        if let f = tooLong("/body/appName", post.appName) ?? tooLong("/body/instanceId", post.instanceId)
+            ?? sdkFieldTooLong(post.sdk) {
+            return .invalid(f)
+        }
+        for t in post.bucket?.toggles ?? [] {
+            let path = "/body/bucket/toggles/\(pointerSegment(t.name))"
+            if let f = tooLong(path, t.name) { return .invalid(f) }
+            for v in t.variants {
+                if let f = tooLong("\(path)/variants/\(pointerSegment(v.name))", v.name) { return .invalid(f) }
+            }
+        }
+        return nil
+    }
+
+    func refusal(for r: Registration) -> Intake.Outcome? {
+        if let f = tooLong("/body/appName", r.appName) ?? tooLong("/body/instanceId", r.instanceId) ?? sdkFieldTooLong(r.sdk) {
+            return .invalid(f)
+        }
+        return nil
+    }
+
+    private func sdkFieldTooLong(_ sdk: SDKMetadata) -> ValidationFailure? {
+        let fields: [(String, String?)] = [
+            ("sdkVersion", sdk.sdkVersion), ("platformName", sdk.platformName), ("platformVersion", sdk.platformVersion),
+            ("yggdrasilVersion", sdk.yggdrasilVersion), ("specVersion", sdk.specVersion),
+            ("connectionId", sdk.connectionId), ("sdkFlavor", sdk.sdkFlavor), ("sdkFlavorVersion", sdk.sdkFlavorVersion),
+        ]
+        for (name, value) in fields {
+            if let value, let f = tooLong("/body/\(name)", value) { return f }
+        }
+        return nil
+    }
+
+    private func tooLong(_ path: String, _ value: String) -> ValidationFailure? {
+        let n = value.utf8.count
+        guard n > maxNameLength else { return nil }
+        return .invalid(path, "must be at most \(maxNameLength) bytes long in metrics-proxy", sent: "a string of \(n) bytes")
+    }
+}

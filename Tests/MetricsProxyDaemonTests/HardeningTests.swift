@@ -1,0 +1,210 @@
+import Foundation
+import XCTest
+
+/// The limits a hostile or broken client meets: per-post limits, tokens, headers, the request
+/// deadline, the connection cap, running out of file descriptors, and the socket directory.
+final class HardeningTests: XCTestCase {
+    static func post(app: String = "app", instance: String = "i", _ toggles: String) -> String {
+        #"{"appName":"\#(app)","instanceId":"\#(instance)","bucket":{"start":"2026-11-28T10:00:00Z","stop":"2026-11-28T10:00:10Z","toggles":\#(toggles)}}"#
+    }
+
+    /// The counts upstream received, by feature name.
+    static func upstreamCounts(_ upstream: FakeUpstream) throws -> [String: Int] {
+        var got: [String: Int] = [:]
+        for r in try upstream.requests(path: "/api/client/metrics/bulk") {
+            for m in r.json["metrics"] as! [[String: Any]] { got[m["featureName"] as! String, default: 0] += m["yes"] as! Int }
+        }
+        return got
+    }
+
+    static func metric(_ text: String, _ series: String) -> Double? {
+        text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+    }
+
+    func testPostLimitsAnswerClearlyAndLeaveTheWindowAlone() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "1h",
+                                                        extra: "[limits]\nmax_toggles_per_post = 3\nmax_name_length = 16"))
+        let c = proxy.unix()
+        let long = String(repeating: "n", count: 17)
+        let cases: [(String, Int, String)] = [
+            (Self.post(#"{"a":{"yes":1},"b":{"yes":1},"c":{"yes":1},"d":{"yes":1}}"#), 413, "at most 3"),
+            (Self.post(#"{"\#(long)":{"yes":1}}"#), 400, "/body/bucket/toggles/\(long)"),
+            // An escaped name goes through the full decoder: held to the same limit.
+            (Self.post(#"{"\u006e\#(long.dropFirst())":{"yes":1}}"#), 400, "/body/bucket/toggles/\(long)"),
+            (Self.post(app: long, #"{"a":{"yes":1}}"#), 400, "/body/appName"),
+            (Self.post(instance: long, #"{"a":{"yes":1}}"#), 400, "/body/instanceId"),
+            (Self.post(#"{"a":{"yes":1,"variants":{"\#(long)":1}}}"#), 400, "/body/bucket/toggles/a/variants/\(long)"),
+        ]
+        for (body, status, mention) in cases {
+            let r = try c.post("/api/client/metrics", json: body, token: tokenA)
+            XCTAssertEqual(r.status, status, body)
+            XCTAssertTrue(r.text.contains(mention), "\(r.text) should name \(mention)")
+            if status == 400 {
+                XCTAssertEqual(r.json?["name"] as? String, "ValidationError")
+                XCTAssertTrue(r.text.contains("at most 16 bytes"), r.text)
+            }
+        }
+        let register = #"{"appName":"\#(long)","interval":10,"started":"2026-11-28T10:00:00Z","strategies":[]}"#
+        XCTAssertEqual(try c.post("/api/client/register", json: register, token: tokenA).status, 400)
+        // At the limits exactly: accepted.
+        let edge = String(repeating: "e", count: 16)
+        XCTAssertEqual(try c.post("/api/client/metrics", json: Self.post(app: edge, #"{"a":{"yes":2},"b":{"yes":3},"\#(edge)":{"yes":4}}"#),
+                                  token: tokenA).status, 202)
+        proxy.signal(SIGTERM)
+        XCTAssertEqual(proxy.waitForExit(), 0)
+        XCTAssertEqual(try Self.upstreamCounts(upstream), ["a": 2, "b": 3, edge: 4], "refused posts never reach the window")
+    }
+
+    func testAllowTokensRefusesEveryOtherToken() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "1h", listen: "allow_tokens = \(tokenA), other:x.y"))
+        let c = proxy.tcp()
+        let body = Self.post(#"{"a":{"yes":1}}"#)
+        XCTAssertEqual(try c.post("/api/client/metrics", json: body, token: tokenA).status, 202)
+        XCTAssertEqual(try c.post("/api/client/metrics", json: body, token: "Bearer " + tokenA).status, 202)
+        for token in [tokenB, nil] {
+            let r = try c.post("/api/client/metrics", json: body, token: token)
+            XCTAssertEqual(r.status, 401)
+            XCTAssertTrue(r.text.contains(token == nil ? "requires an API token" : "not accepted"), r.text)
+        }
+        // The full decoder's path (an escaped name) too, and registrations.
+        XCTAssertEqual(try c.post("/api/client/metrics", json: Self.post(#"{"\u0061":{"yes":1}}"#), token: tokenB).status, 401)
+        let register = #"{"appName":"app","interval":10,"started":"2026-11-28T10:00:00Z","strategies":[]}"#
+        XCTAssertEqual(try c.post("/api/client/register", json: register, token: tokenB).status, 401)
+        proxy.signal(SIGTERM)
+        XCTAssertEqual(proxy.waitForExit(), 0)
+        let sent = try upstream.requests(path: "/api/client/metrics/bulk")
+        XCTAssertEqual(Set(sent.compactMap { $0.header("Authorization") }), [tokenA])
+        XCTAssertEqual(try Self.upstreamCounts(upstream), ["a": 2])
+    }
+
+    func testHeaderCountAndSizeLimits() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, extra: "[limits]\nmax_headers = 10\nmax_header_size = 1KiB"))
+        let many = (0..<12).map { ("X-Extra-\($0)", "v") }
+        let c = proxy.tcp()
+        let r = try c.request("GET", "/healthz", headers: many)
+        XCTAssertEqual(r.status, 431)
+        XCTAssertTrue(r.text.contains("too many request headers"), r.text)
+        let big = HTTPClient(.tcp("127.0.0.1", proxy.tcpPort))
+        let answer = try big.request("GET", "/healthz", headers: [("X-Big", String(repeating: "b", count: 2048))])
+        XCTAssertEqual(answer.status, 400, "libevent's own answer to an oversized header block")
+        XCTAssertTrue(big.serverClosed(), "an oversized header block closes the connection")
+        XCTAssertEqual(try proxy.tcp().request("GET", "/healthz", headers: Array(many.prefix(5))).status, 200)
+    }
+
+    func testASlowDripClientIsCutOffAtTheRequestDeadline() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "request_timeout = 1s\nidle_timeout = 30s"))
+        let idle = proxy.tcp()
+        XCTAssertEqual(try idle.request("GET", "/healthz").status, 200)
+        let drip = proxy.unix()
+        try drip.raw(Array("POST /api/client/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n".utf8),
+                     readResponse: false)
+        let started = Date()
+        var answer: HTTPClient.Response?
+        drip.setReadTimeout(0.2)
+        // One byte every 200 ms: each read is quick, so only the proxy's own deadline ends it.
+        while answer == nil, Date().timeIntervalSince(started) < 6 {
+            _ = try? drip.raw([UInt8(ascii: " ")], readResponse: false)
+            answer = try? drip.readResponse()
+            XCTAssertEqual(try proxy.tcp().request("GET", "/healthz").status, 200, "others are served meanwhile")
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        XCTAssertEqual(answer?.status, 408)
+        XCTAssertGreaterThanOrEqual(elapsed, 0.9)
+        XCTAssertLessThan(elapsed, 3.5)
+        drip.setReadTimeout(2)
+        XCTAssertTrue(drip.serverClosed())
+        // An idle keep-alive connection is not a slow request: idle_timeout governs it.
+        Thread.sleep(forTimeInterval: 1.5)
+        XCTAssertEqual(try idle.request("GET", "/healthz").status, 200)
+        let metrics = try proxy.tcp().request("GET", "/metrics").text
+        XCTAssertEqual(Self.metric(metrics, "metrics_proxy_requests_timed_out_total"), 1)
+    }
+
+    func testAtTheConnectionCapAcceptingPausesUntilOneCloses() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "max_connections = 8"))
+        let held = (0..<8).map { _ in HTTPClient(.tcp("127.0.0.1", proxy.tcpPort)) }
+        for h in held { try h.open() }
+        waitFor("the proxy to count 8 connections") { proxy.log.contains("connection cap reached") }
+        let waiting = proxy.unix()
+        try waiting.raw(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8), readResponse: false)
+        waiting.setReadTimeout(0.5)
+        XCTAssertNil(try? waiting.readResponse(), "the ninth connection waits in the backlog")
+        held[0].disconnect()
+        waiting.setReadTimeout(5)
+        XCTAssertEqual(try waiting.readResponse().status, 200, "answered once a connection closed")
+        for h in held { h.disconnect() }
+        waiting.disconnect()
+        var metrics = ""
+        waitFor("the connections to be counted closed") {
+            metrics = (try? proxy.tcp().request("GET", "/metrics").text) ?? ""
+            return Self.metric(metrics, "metrics_proxy_connections") == 1
+        }
+        XCTAssertGreaterThanOrEqual(Self.metric(metrics, #"metrics_proxy_accept_pauses_total{reason="max_connections"}"#) ?? 0, 1)
+    }
+
+    func testRunningOutOfFileDescriptorsPausesAcceptInsteadOfSpinning() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url), maxOpenFiles: 48)
+        let before = proxy.openFiles
+        let clients = (0..<60).map { _ in HTTPClient(.tcp("127.0.0.1", proxy.tcpPort)) }
+        for c in clients { try c.open() }
+        waitFor("accept to fail for want of descriptors") { proxy.log.contains("accept failed; pausing") }
+        let cpu = proxy.cpuSeconds
+        Thread.sleep(forTimeInterval: 2)
+        let spent = proxy.cpuSeconds - cpu
+        XCTAssertLessThan(spent, 0.3, "the proxy spun on accept: \(spent) s of CPU in 2 s")
+        for c in clients { c.disconnect() }
+        waitFor("the proxy to serve again") { (try? proxy.tcp().request("GET", "/healthz").status) == 200 }
+        waitFor("every descriptor to be released (\(before) before)") { proxy.openFiles <= before + 1 }
+        let metrics = try proxy.tcp().request("GET", "/metrics").text
+        XCTAssertGreaterThanOrEqual(Self.metric(metrics, #"metrics_proxy_accept_pauses_total{reason="fd_limit"}"#) ?? 0, 1)
+    }
+
+    func testTheSocketDirectoryMustNotBeWritableByOthers() throws {
+        let dir = Paths.tempDir("sockdir")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let open = dir.appendingPathComponent("open")
+        try FileManager.default.createDirectory(at: open, withIntermediateDirectories: false)
+        chmod(open.path, 0o1777)
+        let spool = dir.appendingPathComponent("spool").path
+        let config = dir.appendingPathComponent("proxy.conf")
+        func write(_ socket: String) throws {
+            try "[listen]\ntcp = off\nunix = \(socket)\n[spool]\ndir = \(spool)\n".write(to: config, atomically: true, encoding: .utf8)
+        }
+        try write(open.appendingPathComponent("proxy.sock").path)
+        let refused = try runProxy(["--config", config.path])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("writable by every user"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: spool), "refused before the spool is touched")
+        // A missing directory is created, closed to others; the socket gets unix_mode.
+        let made = dir.appendingPathComponent("made")
+        let proxy = try ProxyProcess(config: "[listen]\ntcp = 127.0.0.1:0\nunix = \(made.path)/proxy.sock\nunix_mode = 0600\n[spool]\ndir = {SPOOL}\n")
+        var st = stat()
+        XCTAssertEqual(stat(made.path, &st), 0)
+        XCTAssertEqual(st.st_mode & 0o777, 0o750)
+        XCTAssertEqual(stat(made.path + "/proxy.sock", &st), 0)
+        XCTAssertEqual(st.st_mode & 0o777, 0o600)
+        XCTAssertEqual(try HTTPClient(.unix(made.path + "/proxy.sock")).request("GET", "/healthz").status, 200)
+        proxy.signal(SIGTERM)
+        XCTAssertEqual(proxy.waitForExit(), 0)
+    }
+
+    func testInstancesCountAgainstTheKeyCap() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "1h", extra: "[limits]\nmax_keys = 3"))
+        let c = proxy.tcp()
+        for i in 0..<3 {
+            XCTAssertEqual(try c.post("/api/client/metrics", json: Self.post(instance: "i\(i)", "{}"), token: tokenA).status, 202)
+        }
+        XCTAssertEqual(try c.post("/api/client/metrics", json: Self.post(instance: "i9", "{}"), token: tokenA).status, 503)
+        let register = #"{"appName":"app","instanceId":"r","interval":10,"started":"2026-11-28T10:00:00Z","strategies":[]}"#
+        XCTAssertEqual(try c.post("/api/client/register", json: register, token: tokenA).status, 503)
+        XCTAssertEqual(try c.post("/api/client/metrics", json: Self.post(instance: "i1", "{}"), token: tokenA).status, 202,
+                       "a known instance still posts")
+    }
+}
