@@ -38,18 +38,19 @@ public enum SpoolFile {
         let header = bytes[..<(blank.lowerBound + 1)]
         let body = Array(bytes[blank.upperBound...])
         var fields: [String: String] = [:]
-        var lines = header.split(separator: 0x0A, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
-        if lines.last == "" { lines.removeLast() }
-        guard lines.first == magic else { throw Corrupt(reason: "not a spool file of this version") }
+        var lines = header.split(separator: 0x0A, omittingEmptySubsequences: false)
+        if lines.last?.isEmpty == true { lines.removeLast() }
+        guard let first = lines.first, first.elementsEqual(magic.utf8) else {
+            throw Corrupt(reason: "not a spool file of this version")
+        }
+        // Offsets are counted in bytes as read: a header with bytes that are not UTF-8 must
+        // not move them (a decoded String would count each such byte as three).
         var crcLineStart = 0
-        var offset = 0
-        for (i, line) in lines.enumerated() {
-            if i > 0, let colon = line.firstIndex(of: ":") {
-                let key = String(line[..<colon])
-                if key == "crc32" { crcLineStart = offset }
-                fields[key] = String(line[line.index(after: colon)...].dropFirst())
-            }
-            offset += line.utf8.count + 1
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
+            let key = String(decoding: line[..<colon], as: UTF8.self)
+            if key == "crc32" { crcLineStart = line.startIndex }
+            fields[key] = String(decoding: line[line.index(after: colon)...].dropFirst(), as: UTF8.self)
         }
         guard let crcText = fields["crc32"], let expected = UInt32(crcText, radix: 16), crcLineStart > 0 else {
             throw Corrupt(reason: "no checksum")

@@ -208,3 +208,24 @@ final class HardeningTests: XCTestCase {
                        "a known instance still posts")
     }
 }
+
+/// A short run of Tests/Soak/soak.py (the full one: `bash Tests/Soak/run.sh`): good posts
+/// mixed with abuse and a flapping upstream, every count checked at the end.
+final class SoakTests: XCTestCase {
+    func testShortSoakLosesNothingAndLeaksNothing() throws {
+        let seconds = ProcessInfo.processInfo.environment["SOAK_SECONDS"] ?? "25"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", Paths.repo.appendingPathComponent("Tests/Soak/soak.py").path, "--binary", Paths.binary.path,
+                       "--seconds", seconds, "--posters", "8"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let report = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        print(report)
+        XCTAssertEqual(p.terminationStatus, 0, report)
+        XCTAssertTrue(report.contains("ok   every good post's counts arrived exactly"), report)
+    }
+}

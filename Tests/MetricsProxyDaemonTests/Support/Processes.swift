@@ -91,6 +91,10 @@ final class ProxyProcess {
         for secret in tokenSecrets where text.contains(secret) {
             XCTFail("a token reached the log of \(configURL.path)")
         }
+        // Under Tests/sanitizers.sh the proxy is instrumented: any report fails the test.
+        for sanitizer in ["AddressSanitizer", "LeakSanitizer", "ThreadSanitizer"] where text.contains(sanitizer) {
+            XCTFail("\(sanitizer) reported in the proxy's log:\n\(text.suffix(4000))")
+        }
         try? FileManager.default.removeItem(at: dir)
     }
 

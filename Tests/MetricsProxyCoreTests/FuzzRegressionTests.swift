@@ -1,0 +1,44 @@
+import Foundation
+import XCTest
+@testable import MetricsProxyCore
+
+/// Every input a fuzzer (Tests/Fuzz/run.sh) ever crashed on, and the seed corpora, run through the
+/// same checks the fuzzers run. A crash here fails the whole test run, as it should.
+final class FuzzRegressionTests: XCTestCase {
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    func inputs(_ target: String) throws -> [(String, [UInt8])] {
+        var out: [(String, [UInt8])] = []
+        for dir in ["Tests/Fixtures/fuzz-regressions/\(target)", "Tests/Fuzz/corpus/\(target)"] {
+            let url = Self.repo.appendingPathComponent(dir)
+            for name in try FileManager.default.contentsOfDirectory(atPath: url.path).sorted() {
+                out.append(("\(dir)/\(name)", Array(try Data(contentsOf: url.appendingPathComponent(name)))))
+            }
+        }
+        return out
+    }
+
+    func testDecoderInputs() throws {
+        let all = try inputs("decoder")
+        XCTAssertGreaterThan(all.count, 5)
+        for (_, bytes) in all { bytes.withUnsafeBufferPointer { FuzzTargets.decoder($0) } }
+    }
+
+    func testConfigInputs() throws {
+        let all = try inputs("config")
+        XCTAssertGreaterThan(all.count, 1)
+        for (_, bytes) in all { bytes.withUnsafeBufferPointer { FuzzTargets.config($0) } }
+    }
+
+    func testSpoolInputs() throws {
+        let all = try inputs("spool")
+        XCTAssertGreaterThan(all.count, 1)
+        for (_, bytes) in all { bytes.withUnsafeBufferPointer { FuzzTargets.spool($0) } }
+        // The seed is a valid file; the found input is one only once its checksum is fixed.
+        let seed = all.first { $0.0.hasSuffix("batch.batch") }!.1
+        XCTAssertEqual(try SpoolFile.decode(seed).entries, 1)
+        let found = all.first { $0.0.hasSuffix("non-utf8-header-moves-crc-offset") }!.1
+        XCTAssertThrowsError(try SpoolFile.decode(found))
+        XCTAssertThrowsError(try SpoolFile.decode(FuzzTargets.withMatchingChecksum(found)), "its length field is wrong")
+    }
+}
