@@ -61,6 +61,7 @@ final class UpstreamClient {
         var tv = timeval(tv_sec: Int(timeoutMillis / 1000), tv_usec: Int(timeoutMillis % 1000) * 1000)
         evhttp_connection_set_timeout_tv(conn, &tv)
         pending.conn = conn
+        pending.base = loop.base
         pending.isTLS = tls != nil
         // The request callback owns one retain of `pending`, released when it runs; it runs
         // exactly once, also on failure. If evhttp_make_request fails, or the call is
@@ -139,6 +140,7 @@ private final class PendingRequest {
     var onHead: ((Int, String, [(String, String)]) -> Void)?
     var onChunk: (([UInt8]) -> Void)?
     var conn: OpaquePointer?
+    var base: OpaquePointer?
     var req: OpaquePointer?
     var isTLS = false
     var finished = false
@@ -171,6 +173,14 @@ private final class PendingRequest {
     func finish(_ req: OpaquePointer?) {
         finished = true
         let code = req.map { evhttp_request_get_response_code($0) } ?? 0
+        if code == 0, error == nil, let conn, let base {
+            // A failed connect (refused, unreachable) is the one failure libevent 2.1 reports
+            // without its error callback, and then it does not honour free_on_completion: the
+            // connection would leak (found by LeakSanitizer). Free it once libevent is done.
+            var now = timeval()
+            event_base_once(base, -1, Int16(EV_TIMEOUT), { _, _, conn in evhttp_connection_free(OpaquePointer(conn)) },
+                            UnsafeMutableRawPointer(conn), &now)
+        }
         guard let req, code > 0 else { return done(.noAnswer(failureReason())) }
         var retryAfter: Duration?
         if let headers = evhttp_request_get_input_headers(req), let v = evhttp_find_header(headers, "Retry-After") {

@@ -279,7 +279,11 @@ final class SpoolDeliveryTests: XCTestCase {
         let status = try String(contentsOfFile: "/proc/\(proxy.process.processIdentifier)/status", encoding: .utf8)
         let peakKiB = Int(status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }!.split(separator: " ")[1])!
         print("backlog: \(count) batches, \(total >> 20) MiB replayed; peak resident \(peakKiB / 1024) MiB")
-        XCTAssertLessThan(peakKiB, 40 * 1024, "memory stays bounded while replaying \(total >> 20) MiB")
+        // Under Tests/sanitizers.sh the figure is ASan's shadow memory and quarantine, not ours;
+        // the plain run (CI runs it first) holds the bound.
+        if ProcessInfo.processInfo.environment["METRICS_PROXY_SANITIZER"] == nil {
+            XCTAssertLessThan(peakKiB, 40 * 1024, "memory stays bounded while replaying \(total >> 20) MiB")
+        }
         XCTAssertEqual(try upstream.requests(path: "/api/client/metrics/bulk").filter { $0.status == 202 }.count, count)
     }
 }
