@@ -135,9 +135,9 @@ public struct BatchBuilder: Sendable {
             .map { ($0.key, $0.value) }
     }
 
-    func variantsJSON(_ w: inout JSONWriter, _ variants: [FeatureName: Int64]) {
+    func variantsJSON(_ w: inout JSONWriter, _ variants: FeatureTable<Int64>) {
         w.beginObject()
-        if variants.count == 1, let (name, count) = variants.first {
+        if variants.count == 1, let (name, count) = variants.first(where: { _ in true }) {
             w.key(name.text); w.int(count)
         } else if variants.count > 1 {
             for (name, count) in variants.sorted(by: { $0.key < $1.key }) { w.key(name.text); w.int(count) }

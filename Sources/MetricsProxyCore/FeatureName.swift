@@ -18,6 +18,15 @@ public struct FeatureName: Hashable, Comparable, ExpressibleByStringLiteral, Cus
 
     public init(stringLiteral value: String) { self.init(value) }
 
+    /// A name whose hash is known (read back from a `FeatureTable`).
+    init(_ text: String, hash: UInt64) {
+        self.text = text
+        fnv = hash
+        borrowed = nil
+    }
+
+    var fnvHash: UInt64 { fnv }
+
     /// A lookup key over bytes that must stay valid while it is used; never store it.
     init(borrowing bytes: UnsafeBufferPointer<UInt8>, hash: UInt64) {
         text = ""
@@ -41,7 +50,7 @@ public struct FeatureName: Hashable, Comparable, ExpressibleByStringLiteral, Cus
 
     public func hash(into hasher: inout Hasher) { hasher.combine(fnv) }
 
-    private func withBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+    func withBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
         if let borrowed { return body(borrowed) }
         var t = text
         return t.withUTF8(body)

@@ -4,7 +4,7 @@
 public struct Window: Sendable {
     /// The counts of one (token, appName, hour): per feature, yes, no and each variant summed.
     public struct Group: Sendable, Equatable {
-        public var toggles: [FeatureName: Counts] = [:]
+        public var toggles = FeatureTable<Counts>()
         /// Earliest `start` and latest `stop` merged into this group (epoch ms).
         public var start: Int64
         public var stop: Int64
@@ -13,9 +13,9 @@ public struct Window: Sendable {
     public struct Counts: Sendable, Equatable {
         public var yes: Int64 = 0
         public var no: Int64 = 0
-        public var variants: [FeatureName: Int64] = [:]
+        public var variants = FeatureTable<Int64>()
 
-        public init(yes: Int64 = 0, no: Int64 = 0, variants: [FeatureName: Int64] = [:]) {
+        public init(yes: Int64 = 0, no: Int64 = 0, variants: FeatureTable<Int64> = FeatureTable()) {
             self.yes = yes
             self.no = no
             self.variants = variants
@@ -105,7 +105,8 @@ public struct Window: Sendable {
             group.stop = max(group.stop, bucket.stop)
             let before = group.toggles.count
             for t in bucket.toggles where t.yes != 0 || t.no != 0 {
-                group.toggles[FeatureName(t.name), default: Counts()].add(t)
+                var name = t.name
+                _ = name.withUTF8 { b in group.toggles.update(b, hash: FeatureName.hash(b), initial: { Counts() }) { $0.add(t) } }
             }
             added = group.toggles.count - before
         }
@@ -142,7 +143,8 @@ extension Window.Counts {
         yes = yes.addingSaturating(t.yes)
         no = no.addingSaturating(t.no)
         for v in t.variants where v.count != 0 {
-            variants[FeatureName(v.name), default: 0] = variants[FeatureName(v.name), default: 0].addingSaturating(v.count)
+            var name = v.name
+            _ = name.withUTF8 { b in variants.update(b, hash: FeatureName.hash(b), initial: { 0 }) { $0.addSaturating(v.count) } }
         }
     }
 
@@ -152,8 +154,7 @@ extension Window.Counts {
         for i in t.variants {
             let v = p.variants[i]
             guard v.count != 0 else { continue }
-            let key = FeatureName(borrowing: UnsafeBufferPointer(rebasing: body[v.name]), hash: v.hash)
-            if variants[key]?.addSaturating(v.count) == nil { variants[key.owned] = v.count }
+            variants.update(UnsafeBufferPointer(rebasing: body[v.name]), hash: v.hash, initial: { 0 }) { $0.addSaturating(v.count) }
         }
     }
 }
@@ -202,12 +203,9 @@ extension Window {
             group.stop = max(group.stop, p.stop)
             let before = group.toggles.count
             for t in p.toggles where t.yes != 0 || t.no != 0 {
-                let name = FeatureName(borrowing: UnsafeBufferPointer(rebasing: body[t.name]), hash: t.hash)
-                // Updated in place under the stored key; a new name is stored owning its text.
-                if group.toggles[name]?.add(t, p, body) == nil {
-                    var c = Counts()
-                    c.add(t, p, body)
-                    group.toggles[name.owned] = c
+                // Updated in place; a new name is copied into the table.
+                group.toggles.update(UnsafeBufferPointer(rebasing: body[t.name]), hash: t.hash, initial: { Counts() }) {
+                    $0.add(t, p, body)
                 }
             }
             added = group.toggles.count - before

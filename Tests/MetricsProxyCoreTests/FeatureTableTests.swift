@@ -1,0 +1,56 @@
+import XCTest
+@testable import MetricsProxyCore
+
+final class FeatureTableTests: XCTestCase {
+    func update(_ t: inout FeatureTable<Int>, _ name: String, _ add: Int) -> Bool {
+        var n = name
+        return n.withUTF8 { b in t.update(b, hash: FeatureName.hash(b), initial: { 0 }) { $0 += add } }
+    }
+
+    func testAgreesWithADictionaryThroughGrowthAndCollisions() {
+        var table = FeatureTable<Int>()
+        var reference: [String: Int] = [:]
+        var rng = SystemRandomNumberGenerator()
+        // Names that differ only in high bits of one byte (FNV-1a's weak spot), the empty name,
+        // long names, and repeats.
+        let names = (0..<3000).map { i -> String in
+            switch i % 4 {
+            case 0: return "flag-\(i)"
+            case 1: return String(UnicodeScalar(UInt8(0x41 + i % 26))) + "-" + String(UnicodeScalar(UInt8(0x61 + (i / 26) % 26)))
+            case 2: return String(repeating: "x", count: i % 300)
+            default: return "é🙂\(i % 50)"
+            }
+        }
+        for _ in 0..<20_000 {
+            let name = names[Int.random(in: 0..<names.count, using: &rng)]
+            let add = Int.random(in: 1...9, using: &rng)
+            let added = update(&table, name, add)
+            XCTAssertEqual(added, reference[name] == nil, name)
+            reference[name, default: 0] += add
+        }
+        XCTAssertEqual(table.count, reference.count)
+        var seen: [String: Int] = [:]
+        for (k, v) in table { seen[k.text] = v }
+        XCTAssertEqual(seen, reference)
+        for (k, v) in reference {
+            XCTAssertEqual(table[FeatureName(k)], v)
+            var b = k
+            b.withUTF8 { bytes in
+                XCTAssertTrue(table.contains(bytes, hash: FeatureName.hash(bytes)))
+                XCTAssertEqual(table[FeatureName(borrowing: bytes, hash: FeatureName.hash(bytes))], v, "a borrowed key finds it")
+            }
+        }
+        XCTAssertNil(table["absent"])
+    }
+
+    func testEqualityIgnoresOrder() {
+        var a = FeatureTable<Int>(), b = FeatureTable<Int>()
+        for n in ["x", "y", "z"] { _ = update(&a, n, 1) }
+        for n in ["z", "x", "y"] { _ = update(&b, n, 1) }
+        XCTAssertEqual(a, b)
+        _ = update(&b, "x", 1)
+        XCTAssertNotEqual(a, b)
+        b["x"] = 1
+        XCTAssertEqual(a, b)
+    }
+}
