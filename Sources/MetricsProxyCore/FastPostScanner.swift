@@ -141,20 +141,17 @@ public enum FastPostScanner {
         var first = true
         while try s.nextMember(first: first) {
             first = false
-            let (raw, escaped) = try s.readKey()
-            guard !escaped, try s.peekKind() == .object else { throw Bail() }
-            let name = raw.startIndex..<raw.endIndex
-            var t = FastPost.Toggle(name: name, hash: FeatureName.hash(UnsafeBufferPointer(rebasing: raw)), yes: 0, no: 0,
-                                    variants: p.variants.count..<p.variants.count)
+            guard let (name, hash) = s.plainKeyHashed(), try s.peekKind() == .object else { throw Bail() }
+            var t = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: p.variants.count..<p.variants.count)
             try s.expect(UInt8(ascii: "{"))
             var f = true, sawVariants = false
             while try s.nextMember(first: f) {
                 f = false
-                let key = try s.readKey()
-                guard !key.escaped else { throw Bail() }
-                if key.raw.equals("yes") { t.yes = try count(&s) }
-                else if key.raw.equals("no") { t.no = try count(&s) }
-                else if key.raw.equals("variants") {
+                guard let (k, _) = s.plainKeyHashed() else { throw Bail() }
+                let key = s.bytes[k]
+                if key.equals("yes") { t.yes = try count(&s) }
+                else if key.equals("no") { t.no = try count(&s) }
+                else if key.equals("variants") {
                     guard !sawVariants else { throw Bail() }
                     sawVariants = true
                     t.variants = try variants(&s, &p)
@@ -172,21 +169,15 @@ public enum FastPostScanner {
         var first = true
         while try s.nextMember(first: first) {
             first = false
-            let (raw, escaped) = try s.readKey()
-            guard !escaped else { throw Bail() }
-            p.variants.append(FastPost.Variant(name: raw.startIndex..<raw.endIndex,
-                                               hash: FeatureName.hash(UnsafeBufferPointer(rebasing: raw)), count: try count(&s)))
+            guard let (name, hash) = s.plainKeyHashed() else { throw Bail() }
+            p.variants.append(FastPost.Variant(name: name, hash: hash, count: try count(&s)))
         }
         return from..<p.variants.count
     }
 
     /// A plain non-negative integer literal of at most 15 digits (so below 2^53).
     private static func count(_ s: inout JSONScanner) throws -> Int64 {
-        guard try s.peekKind() == .number else { throw Bail() }
-        let n = try s.readNumber()
-        guard n.isIntegerLiteral, n.text.first != UInt8(ascii: "-"), n.text.count <= 15 else { throw Bail() }
-        var v: Int64 = 0
-        for b in n.text { v = v * 10 + Int64(b &- UInt8(ascii: "0")) }
+        guard let v = s.plainCount() else { throw Bail() }
         return v
     }
 }

@@ -139,8 +139,19 @@ struct Decoding {
 
     func javascriptText(_ n: JSONNumber) -> String {
         let d = n.doubleValue
-        if d == d.rounded(), abs(d) < 1e21 { return String(Int64(d)) }
-        return n.literal
+        guard d == d.rounded(), abs(d) < 1e21 else { return n.literal }
+        if abs(d) < 1e15 { return String(Int64(d)) }
+        // JavaScript writes an integer below 1e21 in full: the shortest round-trip digits
+        // (as Swift's description has them), then zeros. Int64(d) would trap past 2^63 (found
+        // by the decoder fuzzer with a 21-digit sdkVersion).
+        let text = d.description
+        let negative = text.hasPrefix("-")
+        let parts = text.drop(while: { $0 == "-" }).split(separator: "e")
+        var digits = parts[0].filter { $0 != "." }
+        let exponent = parts.count > 1 ? Int(parts[1].drop(while: { $0 == "+" })) ?? 0 : parts[0].prefix(while: { $0 != "." }).count - 1
+        if parts.count == 1, parts[0].hasSuffix(".0") { digits.removeLast() }
+        let zeros = max(0, exponent + 1 - digits.count)
+        return (negative ? "-" : "") + digits + String(repeating: "0", count: zeros)
     }
 
     func quoted(_ s: String) -> String {

@@ -35,6 +35,18 @@ final class MetricsPostDecoderTests: XCTestCase {
         XCTAssertEqual(try decode(#"{"app\u004eame":"esc\u00e9\ud83d\ude00"}"#).appName, "escé😀", "escapes in keys and values")
     }
 
+    /// A number where a string belongs is written as JavaScript would (Ajv coerces it with
+    /// String(n)); past 2^63 this used to trap (decoder fuzzer).
+    func testLargeNumbersCoercedToStringsAsJavaScriptWritesThem() throws {
+        let cases = [("222222222222222222222", "222222222222222230000"), ("1e20", "100000000000000000000"),
+                     ("1234567890123456", "1234567890123456"), ("-5e18", "-5000000000000000000"), ("12", "12"),
+                     ("1.5", "1.5")]
+        for (sent, text) in cases {
+            let post = try decode(#"{"appName":"a","sdkVersion":\#(sent)}"#)
+            XCTAssertEqual(post.sdk.sdkVersion, text, sent)
+        }
+    }
+
     func testRejectionsNameTheFieldAndWhatWasSent() {
         XCTAssertEqual(failure(#"{"appName":"a","bucket":{"start":0,"stop":0,"toggles":{"x/y~z":{"no":-3}}}}"#)?.details.first?.path,
                        "/body/bucket/toggles/x~1y~0z/no")
