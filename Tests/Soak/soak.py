@@ -90,8 +90,13 @@ class Run:
         # Refuse everything first and let requests in flight finish, so no request is taken
         # after the records were read.
         self.control("script", {"answers": [{"status": 503, "repeat": -1}], "replace": True})
-        time.sleep(0.8)
-        self.upstream_records += self.control("requests?path=/api/client/metrics/bulk")
+        deadline = time.time() + 10
+        while True:
+            records = self.control("requests?path=/api/client/metrics/bulk")
+            if all(r["answered"] for r in records) or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        self.upstream_records += records
         self.upstream.send_signal(signal.SIGTERM)
         self.upstream.wait(10)
 
