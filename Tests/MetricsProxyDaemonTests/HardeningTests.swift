@@ -8,17 +8,9 @@ final class HardeningTests: XCTestCase {
         #"{"appName":"\#(app)","instanceId":"\#(instance)","bucket":{"start":"2026-11-28T10:00:00Z","stop":"2026-11-28T10:00:10Z","toggles":\#(toggles)}}"#
     }
 
-    /// The counts upstream received, by feature name.
+    /// The yes counts upstream received, by feature name.
     static func upstreamCounts(_ upstream: FakeUpstream) throws -> [String: Int] {
-        var got: [String: Int] = [:]
-        for r in try upstream.requests(path: "/api/client/metrics/bulk") {
-            for m in r.json["metrics"] as! [[String: Any]] { got[m["featureName"] as! String, default: 0] += m["yes"] as! Int }
-        }
-        return got
-    }
-
-    static func metric(_ text: String, _ series: String) -> Double? {
-        text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+        Dictionary(Ledger.fromUpstream(try upstream.requests()).sums.map { ($0.key.feature, $0.value.yes) }, uniquingKeysWith: +)
     }
 
     func testPostLimitsAnswerClearlyAndLeaveTheWindowAlone() throws {
@@ -120,8 +112,7 @@ final class HardeningTests: XCTestCase {
         // An idle keep-alive connection is not a slow request: idle_timeout governs it.
         Thread.sleep(forTimeInterval: 1.5)
         XCTAssertEqual(try idle.request("GET", "/healthz").status, 200)
-        let metrics = try proxy.tcp().request("GET", "/metrics").text
-        XCTAssertEqual(Self.metric(metrics, "metrics_proxy_requests_timed_out_total"), 1)
+        XCTAssertEqual(value(try scrape(proxy), "metrics_proxy_requests_timed_out_total"), 1)
     }
 
     func testAtTheConnectionCapAcceptingPausesUntilOneCloses() throws {
@@ -139,12 +130,12 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(try waiting.readResponse().status, 200, "answered once a connection closed")
         for h in held { h.disconnect() }
         waiting.disconnect()
-        var metrics = ""
+        var metrics: [MetricSample] = []
         waitFor("the connections to be counted closed") {
-            metrics = (try? proxy.tcp().request("GET", "/metrics").text) ?? ""
-            return Self.metric(metrics, "metrics_proxy_connections") == 1
+            metrics = (try? scrape(proxy)) ?? []
+            return value(metrics, "metrics_proxy_connections") == 1
         }
-        XCTAssertGreaterThanOrEqual(Self.metric(metrics, #"metrics_proxy_accept_pauses_total{reason="max_connections"}"#) ?? 0, 1)
+        XCTAssertGreaterThanOrEqual(value(metrics, "metrics_proxy_accept_pauses_total", ["reason": "max_connections"]) ?? 0, 1)
     }
 
     func testRunningOutOfFileDescriptorsPausesAcceptInsteadOfSpinning() throws {
@@ -161,8 +152,7 @@ final class HardeningTests: XCTestCase {
         for c in clients { c.disconnect() }
         waitFor("the proxy to serve again") { (try? proxy.tcp().request("GET", "/healthz").status) == 200 }
         waitFor("every descriptor to be released (\(before) before)") { proxy.openFiles <= before + 1 }
-        let metrics = try proxy.tcp().request("GET", "/metrics").text
-        XCTAssertGreaterThanOrEqual(Self.metric(metrics, #"metrics_proxy_accept_pauses_total{reason="fd_limit"}"#) ?? 0, 1)
+        XCTAssertGreaterThanOrEqual(value(try scrape(proxy), "metrics_proxy_accept_pauses_total", ["reason": "fd_limit"]) ?? 0, 1)
     }
 
     func testTheSocketDirectoryMustNotBeWritableByOthers() throws {

@@ -123,13 +123,6 @@ final class ProxyProcess {
         return (Double(f[11])! + Double(f[12])!) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
-    /// Resident memory (VmRSS) in KiB.
-    var residentKiB: Int {
-        let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
-        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
-        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
-    }
-
     /// Waits for the process to exit and returns its status.
     func waitForExit(timeout: TimeInterval = 20) -> Int32? {
         guard waitFor("the proxy to exit", timeout: timeout, { !process.isRunning }) else { return nil }
