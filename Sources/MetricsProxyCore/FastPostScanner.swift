@@ -136,48 +136,204 @@ public enum FastPostScanner {
     }
 
     private static func toggles(_ s: inout JSONScanner, _ p: inout FastPost) throws {
-        guard try s.peekKind() == .object else { throw Bail() }
-        try s.expect(UInt8(ascii: "{"))
-        var first = true
-        while try s.nextMember(first: first) {
-            first = false
-            guard let (name, hash) = s.plainKeyHashed(), try s.peekKind() == .object else { throw Bail() }
+        guard try s.peekKind() == .object, let base = s.bytes.baseAddress else { throw Bail() }
+        var r = TogglesReader(base: base, count: s.bytes.count, at: s.position + 1)
+        guard r.readToggles(into: &p, scanner: s) else { throw Bail() }
+        s.position = r.i
+    }
+}
+
+/// The toggles object, the bulk of every post, read in one loop over raw bytes: each name a
+/// word at a time (its `NameHash` computed on the way), the keys SDKs send (`yes`, `no`,
+/// `variants`) matched as words, counts parsed in place. Anything unusual makes it answer
+/// false and the full decoder reads the body; only a toggle's unknown keys are skipped, with
+/// the general scanner.
+struct TogglesReader {
+    let base: UnsafePointer<UInt8>
+    let n: Int
+    /// The next byte to read.
+    var i: Int
+    let seed = NameHash.seed
+
+    init(base: UnsafePointer<UInt8>, count: Int, at i: Int) {
+        self.base = base
+        n = count
+        self.i = i
+    }
+
+    private static let quote = UInt8(ascii: "\""), comma = UInt8(ascii: ","), colon = UInt8(ascii: ":")
+    private static let open = UInt8(ascii: "{"), close = UInt8(ascii: "}")
+    private static let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+    /// `yes"` and `variants` as little-endian words.
+    private static let yesWord: UInt32 = 0x2273_6579, variantsWord: UInt64 = 0x7374_6E61_6972_6176
+
+    @inline(__always)
+    private func at(_ b: UInt8) -> Bool { i < n && base[i] == b }
+
+    @inline(__always)
+    private mutating func skipWhitespace() {
+        while i < n {
+            let b = base[i]
+            guard b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 else { return }
+            i += 1
+        }
+    }
+
+    /// White space, `b`, white space.
+    @inline(__always)
+    private mutating func expect(_ b: UInt8) -> Bool {
+        skipWhitespace()
+        guard at(b) else { return false }
+        i += 1
+        skipWhitespace()
+        return true
+    }
+
+    /// The high bit of each byte of `w` that is a quote, a backslash, a control character or
+    /// not ASCII. The lowest one set is exact (borrows only run upwards from a byte that is
+    /// itself flagged).
+    @inline(__always)
+    static func special(_ w: UInt64) -> UInt64 {
+        let q = w ^ (0x22 &* ones), b = w ^ (0x5C &* ones)
+        return (((q &- ones) & ~q) | ((b &- ones) & ~b) | ((w &- 0x20 &* ones) & ~w) | w) & highs
+    }
+
+    /// After a name's opening quote: a plain ASCII name (no escapes, control characters or
+    /// bytes above 0x7F; the full decoder turns invalid UTF-8 into U+FFFD, so two different
+    /// invalid names would be one name there) and its hash; `i` ends past the closing quote.
+    @inline(__always)
+    mutating func name() -> (name: Range<Int>, hash: UInt64)? {
+        let start = i
+        var h = seed
+        var p = i
+        while n - p >= 8 {
+            let w = UnsafeRawPointer(base + p).loadUnaligned(as: UInt64.self).littleEndian
+            let m = Self.special(w)
+            if m == 0 {
+                h = NameHash.fold(h, w)
+                p += 8
+                continue
+            }
+            let k = m.trailingZeroBitCount >> 3
+            guard base[p + k] == Self.quote else { return nil }
+            let last = w & ((1 << UInt64(8 * k)) &- 1)
+            i = p + k + 1
+            return (start..<p + k, NameHash.finish(NameHash.fold(h, last), length: p + k - start))
+        }
+        var last: UInt64 = 0, shift: UInt64 = 0
+        while p < n {
+            let b = base[p]
+            if b == Self.quote {
+                i = p + 1
+                return (start..<p, NameHash.finish(NameHash.fold(h, last), length: p - start))
+            }
+            if b == UInt8(ascii: "\\") || b < 0x20 || b > 0x7F { return nil }
+            last |= UInt64(b) << shift
+            shift += 8
+            p += 1
+        }
+        return nil
+    }
+
+    /// A count as SDKs write it: a non-negative integer literal of 1 to 15 digits (so below
+    /// 2^53). Nil for anything else (a sign, a fraction, an exponent, a leading zero, more
+    /// digits, or not a number at all).
+    @inline(__always)
+    mutating func count() -> Int64? {
+        let start = i
+        var v: Int64 = 0
+        if at(UInt8(ascii: "0")) {
+            i += 1
+        } else {
+            while i < n, base[i] &- UInt8(ascii: "0") < 10, i - start < 16 {
+                v = v &* 10 &+ Int64(base[i] &- UInt8(ascii: "0"))
+                i += 1
+            }
+        }
+        let digits = i - start
+        guard digits >= 1, digits <= 15 else { return nil }
+        if i < n {
+            let b = base[i]
+            if b &- UInt8(ascii: "0") < 10 || b == UInt8(ascii: ".") || b | 0x20 == UInt8(ascii: "e") { return nil }
+        }
+        return v
+    }
+
+    /// Past a ',' (true, white space skipped) or the closing '}' (false); nil for anything else.
+    @inline(__always)
+    private mutating func another() -> Bool? {
+        skipWhitespace()
+        guard i < n else { return nil }
+        if base[i] == Self.comma { i += 1; skipWhitespace(); return true }
+        if base[i] == Self.close { i += 1; return false }
+        return nil
+    }
+
+    /// From just inside the toggles object's '{' to just past its '}'.
+    mutating func readToggles(into p: inout FastPost, scanner: JSONScanner) -> Bool {
+        skipWhitespace()
+        if at(Self.close) { i += 1; return true }
+        while true {
+            guard at(Self.quote) else { return false }
+            i += 1
+            guard let (name, hash) = name(), expect(Self.colon), at(Self.open) else { return false }
+            i += 1
+            skipWhitespace()
             var t = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: p.variants.count..<p.variants.count)
-            try s.expect(UInt8(ascii: "{"))
-            var f = true, sawVariants = false
-            while try s.nextMember(first: f) {
-                f = false
-                guard let (k, _) = s.plainKeyHashed() else { throw Bail() }
-                let key = s.bytes[k]
-                if key.equals("yes") { t.yes = try count(&s) }
-                else if key.equals("no") { t.no = try count(&s) }
-                else if key.equals("variants") {
-                    guard !sawVariants else { throw Bail() }
-                    sawVariants = true
-                    t.variants = try variants(&s, &p)
+            if at(Self.close) {
+                i += 1
+            } else {
+                var sawVariants = false
+                while true {
+                    guard at(Self.quote) else { return false }
+                    i += 1
+                    if n - i >= 4, UnsafeRawPointer(base + i).loadUnaligned(as: UInt32.self).littleEndian == Self.yesWord {
+                        i += 4
+                        guard expect(Self.colon), let v = count() else { return false }
+                        t.yes = v
+                    } else if n - i >= 3, base[i] == UInt8(ascii: "n"), base[i + 1] == UInt8(ascii: "o"), base[i + 2] == Self.quote {
+                        i += 3
+                        guard expect(Self.colon), let v = count() else { return false }
+                        t.no = v
+                    } else if n - i >= 9, UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian == Self.variantsWord,
+                              base[i + 8] == Self.quote {
+                        i += 9
+                        guard !sawVariants, expect(Self.colon), at(Self.open) else { return false }
+                        sawVariants = true
+                        i += 1
+                        guard let v = variants(into: &p) else { return false }
+                        t.variants = v
+                    } else {
+                        // Any other key: skipped with its value, unless it is escaped (it
+                        // could spell one of the three).
+                        var s = scanner
+                        s.position = i - 1
+                        guard let key = try? s.readKey(), !key.escaped, (try? s.skipValue()) != nil else { return false }
+                        i = s.position
+                    }
+                    guard let more = another() else { return false }
+                    if !more { break }
                 }
-                else { try s.skipValue() }
             }
             p.toggles.append(t)
+            guard let more = another() else { return false }
+            if !more { return true }
         }
     }
 
-    private static func variants(_ s: inout JSONScanner, _ p: inout FastPost) throws -> Range<Int> {
-        guard try s.peekKind() == .object else { throw Bail() }
+    /// From just inside a variants object's '{' to just past its '}'; the indices of the
+    /// variants added to `p.variants`.
+    private mutating func variants(into p: inout FastPost) -> Range<Int>? {
         let from = p.variants.count
-        try s.expect(UInt8(ascii: "{"))
-        var first = true
-        while try s.nextMember(first: first) {
-            first = false
-            guard let (name, hash) = s.plainKeyHashed() else { throw Bail() }
-            p.variants.append(FastPost.Variant(name: name, hash: hash, count: try count(&s)))
+        skipWhitespace()
+        if at(Self.close) { i += 1; return from..<from }
+        while true {
+            guard at(Self.quote) else { return nil }
+            i += 1
+            guard let (name, hash) = name(), expect(Self.colon), let c = count() else { return nil }
+            p.variants.append(FastPost.Variant(name: name, hash: hash, count: c))
+            guard let more = another() else { return nil }
+            if !more { return from..<p.variants.count }
         }
-        return from..<p.variants.count
-    }
-
-    /// A plain non-negative integer literal of at most 15 digits (so below 2^53).
-    private static func count(_ s: inout JSONScanner) throws -> Int64 {
-        guard let v = s.plainCount() else { throw Bail() }
-        return v
     }
 }

@@ -1,17 +1,17 @@
-/// A feature or variant name as a window key, hashed once (FNV-1a over its bytes) instead of
-/// on every lookup. A lookup key may borrow the request's bytes, so merging a post allocates
+/// A feature or variant name as a window key, hashed once (`NameHash`) instead of on every
+/// lookup. A lookup key may borrow the request's bytes, so merging a post allocates
 /// a String only for a name the window has not seen yet.
 public struct FeatureName: Hashable, Comparable, ExpressibleByStringLiteral, CustomStringConvertible, @unchecked Sendable {
     // @unchecked: a borrowing key only lives for one lookup on the loop thread; every key
     // stored in a window owns its text.
     /// The name; empty for a borrowing key.
     public let text: String
-    private let fnv: UInt64
+    private let hashBits: UInt64
     private let borrowed: UnsafeBufferPointer<UInt8>?
 
     public init(_ text: String) {
         var t = text
-        fnv = t.withUTF8 { Self.hash($0) }
+        hashBits = t.withUTF8 { NameHash.of($0) }
         self.text = t
         borrowed = nil
     }
@@ -21,16 +21,16 @@ public struct FeatureName: Hashable, Comparable, ExpressibleByStringLiteral, Cus
     /// A name whose hash is known (read back from a `FeatureTable`).
     init(_ text: String, hash: UInt64) {
         self.text = text
-        fnv = hash
+        hashBits = hash
         borrowed = nil
     }
 
-    var fnvHash: UInt64 { fnv }
+    var nameHash: UInt64 { hashBits }
 
     /// A lookup key over bytes that must stay valid while it is used; never store it.
     init(borrowing bytes: UnsafeBufferPointer<UInt8>, hash: UInt64) {
         text = ""
-        fnv = hash
+        hashBits = hash
         borrowed = bytes
     }
 
@@ -42,13 +42,9 @@ public struct FeatureName: Hashable, Comparable, ExpressibleByStringLiteral, Cus
 
     public var description: String { text }
 
-    static func hash(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return h
-    }
+    static func hash(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 { NameHash.of(bytes) }
 
-    public func hash(into hasher: inout Hasher) { hasher.combine(fnv) }
+    public func hash(into hasher: inout Hasher) { hasher.combine(hashBits) }
 
     func withBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
         if let borrowed { return body(borrowed) }
@@ -57,7 +53,7 @@ public struct FeatureName: Hashable, Comparable, ExpressibleByStringLiteral, Cus
     }
 
     public static func == (a: FeatureName, b: FeatureName) -> Bool {
-        guard a.fnv == b.fnv else { return false }
+        guard a.hashBits == b.hashBits else { return false }
         if a.borrowed == nil && b.borrowed == nil { return a.text == b.text }
         return a.withBytes { x in b.withBytes { y in x.count == y.count && (x.count == 0 || memcmpBytes(x, y)) } }
     }
@@ -69,4 +65,46 @@ public struct FeatureName: Hashable, Comparable, ExpressibleByStringLiteral, Cus
 func memcmpBytes(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<UInt8>) -> Bool {
     for i in 0..<x.count where x[i] != y[i] { return false }
     return true
+}
+
+/// The hash of a name's bytes, eight at a time: each 8-byte word (little-endian; the last one
+/// zero-padded, always present) is folded in with a rotate, xor and multiply, and the result
+/// is finalised with the length. The scanner computes the same value while it looks for the
+/// closing quote, a word at a time, so a name is read once. Seeded per process, so which names
+/// share a table slot cannot be worked out in advance from outside.
+enum NameHash {
+    static let seed: UInt64 = UInt64.random(in: .min ... .max)
+
+    @inline(__always)
+    static func fold(_ h: UInt64, _ word: UInt64) -> UInt64 {
+        ((h << 5 | h >> 59) ^ word) &* 0x9E37_79B9_7F4A_7C15
+    }
+
+    @inline(__always)
+    static func finish(_ h: UInt64, length: Int) -> UInt64 {
+        var x = h ^ UInt64(truncatingIfNeeded: length)
+        x ^= x >> 33
+        x = x &* 0xFF51_AFD7_ED55_8CCD
+        x ^= x >> 33
+        return x
+    }
+
+    static func of(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
+        var h = seed
+        let n = bytes.count
+        guard let base = bytes.baseAddress else { return finish(fold(h, 0), length: 0) }
+        var i = 0
+        while n - i >= 8 {
+            h = fold(h, UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian)
+            i += 8
+        }
+        var last: UInt64 = 0
+        var shift: UInt64 = 0
+        while i < n {
+            last |= UInt64(base[i]) << shift
+            shift += 8
+            i += 1
+        }
+        return finish(fold(h, last), length: n)
+    }
 }

@@ -1,7 +1,7 @@
 import Glibc
 
-/// The window's per-group table of feature names: open addressing over the names' FNV-1a
-/// hashes, names kept in one byte arena. A lookup by a post's bytes hashes nothing more (the
+/// The window's per-group table of feature names: open addressing over the names' hashes
+/// (`NameHash`), names kept in one byte arena. A lookup by a post's bytes hashes nothing more (the
 /// scanner computed the hash), allocates nothing, and retains nothing; only a new name is
 /// copied in. Measured against `Dictionary<FeatureName, _>`, whose every lookup seeds and
 /// finalises a SipHash `Hasher` and retains the stored key's String to compare it.
@@ -25,7 +25,7 @@ public struct FeatureTable<Value>: Sequence {
 
     @inline(__always)
     private func slot(for hash: UInt64, mask: Int) -> Int {
-        // FNV-1a's low bits depend only on the bytes' low bits: take the product's high bits.
+        // The product's high bits depend on every bit of the hash.
         Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
     }
 
@@ -90,10 +90,10 @@ public struct FeatureTable<Value>: Sequence {
     public func contains(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64) -> Bool { find(bytes, hash: hash).entry != nil }
 
     public subscript(name: FeatureName) -> Value? {
-        get { name.withBytes { b in find(b, hash: name.fnvHash).entry.map { entries[$0].value } } }
+        get { name.withBytes { b in find(b, hash: name.nameHash).entry.map { entries[$0].value } } }
         set {
             guard let newValue else { preconditionFailure("names are never removed from a window") }
-            _ = name.withBytes { b in update(b, hash: name.fnvHash, initial: { newValue }) { $0 = newValue } }
+            _ = name.withBytes { b in update(b, hash: name.nameHash, initial: { newValue }) { $0 = newValue } }
         }
     }
 

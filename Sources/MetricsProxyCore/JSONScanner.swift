@@ -71,7 +71,7 @@ struct JSONNumber {
 /// values without building a tree, so decoding a post allocates only the strings it keeps.
 struct JSONScanner {
     let bytes: UnsafeBufferPointer<UInt8>
-    private(set) var position = 0
+    var position = 0
     /// Nesting deeper than this is refused, so hostile input cannot exhaust the stack.
     static let maxDepth = 64
 
@@ -344,63 +344,5 @@ extension Slice where Base == UnsafeBufferPointer<UInt8> {
             i += 1
         }
         return true
-    }
-}
-
-// MARK: the fast path's readers
-
-extension JSONScanner {
-    /// At the '"' of a property name: a plain ASCII name (no escapes, control characters or
-    /// bytes above 0x7F), hashed (FNV-1a, as `FeatureName.hash`) while it is read, and the ':'
-    /// after it. Nil for anything else — the caller then leaves the body to the full decoder,
-    /// which words errors and decodes UTF-8 (invalid sequences become U+FFFD, as on the
-    /// server, so two different invalid names are one name; found by the decoder fuzzer).
-    mutating func plainKeyHashed() -> (name: Range<Int>, hash: UInt64)? {
-        let n = bytes.count
-        guard let base = bytes.baseAddress, position < n, base[position] == UInt8(ascii: "\"") else { return nil }
-        var p = position + 1
-        let start = p
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        while p < n {
-            let b = base[p]
-            if b == UInt8(ascii: "\"") { break }
-            if b == UInt8(ascii: "\\") || b < 0x20 || b > 0x7F { return nil }
-            h = (h ^ UInt64(b)) &* 0x100_0000_01b3
-            p += 1
-        }
-        guard p < n else { return nil }
-        let end = p
-        p += 1
-        while p < n, base[p] == 0x20 || base[p] == 0x0A || base[p] == 0x0D || base[p] == 0x09 { p += 1 }
-        guard p < n, base[p] == UInt8(ascii: ":") else { return nil }
-        position = p + 1
-        return (start..<end, h)
-    }
-
-    /// A count as SDKs write it: a non-negative integer literal of 1 to 15 digits (so below
-    /// 2^53). Nil for anything else (a sign, a fraction, an exponent, a leading zero, more
-    /// digits, or not a number at all).
-    mutating func plainCount() -> Int64? {
-        skipWhitespace()
-        let n = bytes.count
-        guard let base = bytes.baseAddress, position < n else { return nil }
-        var p = position
-        var v: Int64 = 0
-        if base[p] == UInt8(ascii: "0") {
-            p += 1
-        } else {
-            while p < n, base[p] &- UInt8(ascii: "0") < 10, p - position < 16 {
-                v = v &* 10 &+ Int64(base[p] &- UInt8(ascii: "0"))
-                p += 1
-            }
-        }
-        let digits = p - position
-        guard digits >= 1, digits <= 15 else { return nil }
-        if p < n {
-            let b = base[p]
-            if b &- UInt8(ascii: "0") < 10 || b == UInt8(ascii: ".") || b | 0x20 == UInt8(ascii: "e") { return nil }
-        }
-        position = p
-        return v
     }
 }

@@ -62,4 +62,40 @@ final class FastPathTests: XCTestCase {
             XCTAssertFalse(accepted, b)
         }
     }
+
+    /// The scanner hashes names a word at a time while it looks for the closing quote; the
+    /// window hashes stored names with `NameHash.of`. They must agree for every length and
+    /// wherever the name ends (a word-sized load or the byte-by-byte tail near the end).
+    func testNameReaderAgreesWithTheHashAndStopsAtEverySpecialByte() {
+        for length in 0...40 {
+            let name = (0..<length).map { UInt8(ascii: "a") + UInt8($0 % 26) }
+            for trailing in 0...9 {
+                let buffer = [UInt8(ascii: "\"")] + name + [UInt8(ascii: "\"")] + Array(repeating: UInt8(ascii: "}"), count: trailing)
+                buffer.withUnsafeBufferPointer { b in
+                    var r = TogglesReader(base: b.baseAddress!, count: b.count, at: 1)
+                    let read = r.name()
+                    XCTAssertEqual(read?.name, 1..<(1 + length), "length \(length), \(trailing) after")
+                    XCTAssertEqual(read?.hash, name.withUnsafeBufferPointer { NameHash.of($0) }, "length \(length), \(trailing) after")
+                    XCTAssertEqual(r.i, length + 2)
+                }
+                for position in 0..<length {
+                    for special: UInt8 in [UInt8(ascii: "\\"), 0x1F, 0x0A, 0x80, 0xC3, 0xFF] {
+                        var bad = buffer
+                        bad[1 + position] = special
+                        bad.withUnsafeBufferPointer { b in
+                            var r = TogglesReader(base: b.baseAddress!, count: b.count, at: 1)
+                            XCTAssertNil(r.name(), "byte \(special) at \(position) of \(length)")
+                        }
+                    }
+                }
+            }
+            // No closing quote at all.
+            ([UInt8(ascii: "\"")] + name).withUnsafeBufferPointer { b in
+                var r = TogglesReader(base: b.baseAddress!, count: b.count, at: 1)
+                XCTAssertNil(r.name())
+            }
+        }
+        XCTAssertNotEqual(Array("ab".utf8).withUnsafeBufferPointer { NameHash.of($0) },
+                          Array("ab\0".utf8).withUnsafeBufferPointer { NameHash.of($0) }, "the length is part of the hash")
+    }
 }

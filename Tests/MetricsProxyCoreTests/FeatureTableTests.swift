@@ -11,7 +11,7 @@ final class FeatureTableTests: XCTestCase {
         var table = FeatureTable<Int>()
         var reference: [String: Int] = [:]
         var rng = SystemRandomNumberGenerator()
-        // Names that differ only in high bits of one byte (FNV-1a's weak spot), the empty name,
+        // Names that differ only in a few bits of one byte, the empty name,
         // long names, and repeats.
         let names = (0..<3000).map { i -> String in
             switch i % 4 {
