@@ -163,7 +163,6 @@ struct TogglesReader {
 
     private static let quote = UInt8(ascii: "\""), comma = UInt8(ascii: ","), colon = UInt8(ascii: ":")
     private static let open = UInt8(ascii: "{"), close = UInt8(ascii: "}")
-    private static let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
     /// `yes"` and `variants` as little-endian words.
     private static let yesWord: UInt32 = 0x2273_6579, variantsWord: UInt64 = 0x7374_6E61_6972_6176
 
@@ -189,15 +188,6 @@ struct TogglesReader {
         return true
     }
 
-    /// The high bit of each byte of `w` that is a quote, a backslash, a control character or
-    /// not ASCII. The lowest one set is exact (borrows only run upwards from a byte that is
-    /// itself flagged).
-    @inline(__always)
-    static func special(_ w: UInt64) -> UInt64 {
-        let q = w ^ (0x22 &* ones), b = w ^ (0x5C &* ones)
-        return (((q &- ones) & ~q) | ((b &- ones) & ~b) | ((w &- 0x20 &* ones) & ~w) | w) & highs
-    }
-
     /// After a name's opening quote: a plain ASCII name (no escapes, control characters or
     /// bytes above 0x7F; the full decoder turns invalid UTF-8 into U+FFFD, so two different
     /// invalid names would be one name there) and its hash; `i` ends past the closing quote.
@@ -208,7 +198,7 @@ struct TogglesReader {
         var p = i
         while n - p >= 8 {
             let w = UnsafeRawPointer(base + p).loadUnaligned(as: UInt64.self).littleEndian
-            let m = Self.special(w)
+            let m = SWAR.quoteBackslashControlOrHigh(w)
             if m == 0 {
                 h = NameHash.fold(h, w)
                 p += 8
@@ -242,6 +232,18 @@ struct TogglesReader {
     mutating func count() -> Int64? {
         let start = i
         var v: Int64 = 0
+        if n - i >= 8 {
+            // Up to seven digits (nearly every count) found and converted a word at a time.
+            let w = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian
+            let k = Self.leadingDigits(w)
+            if k < 8 {
+                guard k >= 1, k == 1 || base[i] != UInt8(ascii: "0") else { return nil }
+                i += k
+                let b = base[i]
+                guard b != UInt8(ascii: "."), b | 0x20 != UInt8(ascii: "e") else { return nil }
+                return Int64(Self.digitsValue(w, count: k))
+            }
+        }
         if at(UInt8(ascii: "0")) {
             i += 1
         } else {
@@ -257,6 +259,27 @@ struct TogglesReader {
             if b &- UInt8(ascii: "0") < 10 || b == UInt8(ascii: ".") || b | 0x20 == UInt8(ascii: "e") { return nil }
         }
         return v
+    }
+
+    /// How many of the word's bytes, from the first, are ASCII digits (8 when all are).
+    @inline(__always)
+    static func leadingDigits(_ w: UInt64) -> Int {
+        let f0: UInt64 = 0xF0F0_F0F0_F0F0_F0F0, sevens: UInt64 = 0x7F7F_7F7F_7F7F_7F7F
+        // A digit byte is 0x3_ and stays 0x3_ when 6 is added; anything else is flagged. A
+        // carry out of a byte ≥ 0xFA only disturbs bytes after a flagged one.
+        let y = ((w & f0) | (((w &+ 0x0606_0606_0606_0606) & f0) >> 4)) ^ 0x3333_3333_3333_3333
+        let flags = (((y & sevens) &+ sevens) | y) & SWAR.highs
+        return flags.trailingZeroBitCount >> 3
+    }
+
+    /// The value of the first `count` (1 to 7) digits of the word: shifted so the digits
+    /// end at the last byte (zero bytes in front read as leading zeros), then paired up.
+    @inline(__always)
+    static func digitsValue(_ w: UInt64, count: Int) -> UInt64 {
+        var v = (w & 0x0F0F_0F0F_0F0F_0F0F) << UInt64(8 * (8 - count))
+        v = (v &* 2561) >> 8
+        v = ((v & 0x00FF_00FF_00FF_00FF) &* 6_553_601) >> 16
+        return ((v & 0x0000_FFFF_0000_FFFF) &* 42_949_672_960_001) >> 32
     }
 
     /// Past a ',' (true, white space skipped) or the closing '}' (false); nil for anything else.

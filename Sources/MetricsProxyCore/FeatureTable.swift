@@ -1,5 +1,3 @@
-import Glibc
-
 /// The window's per-group table of feature names: open addressing over the names' hashes
 /// (`NameHash`), names kept in one byte arena. A lookup by a post's bytes hashes nothing more (the
 /// scanner computed the hash), allocates nothing, and retains nothing; only a new name is
@@ -42,7 +40,7 @@ public struct FeatureTable<Value>: Sequence {
                         if e < 0 { return (i, nil) }
                         let entry = es[e]
                         if entry.hash == hash, Int(entry.length) == bytes.count,
-                           bytes.count == 0 || memcmp(ar.baseAddress! + Int(entry.start), bytes.baseAddress!, bytes.count) == 0 {
+                           bytes.count == 0 || sameBytes(ar.baseAddress! + Int(entry.start), bytes.baseAddress!, bytes.count) {
                             return (i, e)
                         }
                         i = (i + 1) & mask
@@ -137,3 +135,23 @@ extension FeatureTable: Equatable where Value: Equatable {
 
 extension FeatureTable: Sendable where Value: Sendable {}
 extension FeatureTable.Entry: Sendable where Value: Sendable {}
+
+/// Whether `count` bytes at `a` and `b` are equal: a word at a time (names are short, and a
+/// call to memcmp cost more than the comparison).
+@inline(__always)
+func sameBytes(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    if count >= 8 {
+        var i = 0
+        while i + 8 <= count {
+            if UnsafeRawPointer(a + i).loadUnaligned(as: UInt64.self) != UnsafeRawPointer(b + i).loadUnaligned(as: UInt64.self) {
+                return false
+            }
+            i += 8
+        }
+        // The last word, overlapping the one before.
+        return UnsafeRawPointer(a + count - 8).loadUnaligned(as: UInt64.self)
+            == UnsafeRawPointer(b + count - 8).loadUnaligned(as: UInt64.self)
+    }
+    for i in 0..<count where a[i] != b[i] { return false }
+    return true
+}

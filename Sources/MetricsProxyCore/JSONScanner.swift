@@ -150,6 +150,15 @@ struct JSONScanner {
         try expect(UInt8(ascii: "\""))
         let start = position
         var escaped = false
+        if let base = bytes.baseAddress {
+            // Eight bytes at a time up to the first quote, backslash or control character.
+            while bytes.count - position >= 8 {
+                let w = UnsafeRawPointer(base + position).loadUnaligned(as: UInt64.self).littleEndian
+                let m = SWAR.quoteBackslashOrControl(w)
+                if m != 0 { position += m.trailingZeroBitCount >> 3; break }
+                position += 8
+            }
+        }
         while position < bytes.count {
             let b = bytes[position]
             if b == UInt8(ascii: "\"") {
@@ -345,4 +354,20 @@ extension Slice where Base == UnsafeBufferPointer<UInt8> {
         }
         return true
     }
+}
+
+/// Tests on eight bytes at once. Each answers the high bit of every byte that matches; the
+/// lowest one set is exact (a borrow only runs upwards from a byte that itself matches).
+enum SWAR {
+    static let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+
+    @inline(__always)
+    static func quoteBackslashOrControl(_ w: UInt64) -> UInt64 {
+        let q = w ^ (0x22 &* ones), b = w ^ (0x5C &* ones)
+        return (((q &- ones) & ~q) | ((b &- ones) & ~b) | ((w &- 0x20 &* ones) & ~w)) & highs
+    }
+
+    /// The same, and any byte above 0x7F.
+    @inline(__always)
+    static func quoteBackslashControlOrHigh(_ w: UInt64) -> UInt64 { quoteBackslashOrControl(w) | (w & highs) }
 }

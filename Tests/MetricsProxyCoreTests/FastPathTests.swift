@@ -98,4 +98,31 @@ final class FastPathTests: XCTestCase {
         XCTAssertNotEqual(Array("ab".utf8).withUnsafeBufferPointer { NameHash.of($0) },
                           Array("ab\0".utf8).withUnsafeBufferPointer { NameHash.of($0) }, "the length is part of the hash")
     }
+
+    /// Counts are read a word at a time when eight bytes are left; the result must be what
+    /// JSON says, or nil for anything the full decoder should judge.
+    func testCountReaderReadsEveryPlainCountAndNothingElse() {
+        func read(_ text: String) -> (Int64?, Int) {
+            let bytes = Array(text.utf8)
+            return bytes.withUnsafeBufferPointer { b in
+                var r = TogglesReader(base: b.baseAddress!, count: b.count, at: 0)
+                let v = r.count()
+                return (v, r.i)
+            }
+        }
+        for after in ["", "}", ",", " ", "}}}}}}}}}}", ", \"no\": 1}"] {
+            for v in [0, 1, 9, 10, 42, 99, 100, 1234, 99_999, 1_000_000, 9_999_999, 10_000_000, 12_345_678,
+                      123_456_789_012_345, 999_999_999_999_999] as [Int64] {
+                let (read, end) = read("\(v)\(after)")
+                XCTAssertEqual(read, v, "\(v)\(after)")
+                XCTAssertEqual(end, "\(v)".utf8.count, "\(v)\(after)")
+            }
+            for bad in ["", "-1", "01", "00", "1.5", "1e3", "1E3", "0.0", "1234567890123456", "x", "+1", "07654321"] {
+                XCTAssertNil(read("\(bad)\(after)").0, "\(bad)\(after)")
+            }
+        }
+        for v in 0..<20_000 as Range<Int64> {
+            XCTAssertEqual(read("\(v),\"variants\":{}}").0, v)
+        }
+    }
 }
