@@ -21,12 +21,57 @@ public struct FastPost {
     var sdkVersion: Range<Int>?, platformName: Range<Int>?, platformVersion: Range<Int>?
     var yggdrasilVersion: Range<Int>?, specVersion: Range<Int>?, connectionId: Range<Int>?
     var start: Int64 = 0, stop: Int64 = 0
-    var toggles: [Toggle] = []
-    var variants: [Variant] = []
+    /// Reused storage: appending checks no uniqueness and copies nothing.
+    let toggles = ScratchList<Toggle>(capacity: 256)
+    let variants = ScratchList<Variant>(capacity: 256)
 
-    public init() {
-        toggles.reserveCapacity(256)
-        variants.reserveCapacity(256)
+    public init() {}
+}
+
+/// A growable list that keeps its storage from post to post. A class, so
+/// appending through a struct that holds it costs no uniqueness check (Array's did, per
+/// append, in the scanner's inner loop).
+final class ScratchList<Element>: RandomAccessCollection {
+    private var storage: UnsafeMutablePointer<Element>
+    private var capacity: Int
+    private(set) var count = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        storage = .allocate(capacity: capacity)
+    }
+
+    deinit {
+        storage.deinitialize(count: count)
+        storage.deallocate()
+    }
+
+    var startIndex: Int { 0 }
+    var endIndex: Int { count }
+
+    subscript(i: Int) -> Element {
+        precondition(i >= 0 && i < count, "index out of range")
+        return storage[i]
+    }
+
+    @inline(__always)
+    func append(_ e: Element) {
+        if count == capacity { grow() }
+        (storage + count).initialize(to: e)
+        count += 1
+    }
+
+    func removeAll() {
+        storage.deinitialize(count: count)
+        count = 0
+    }
+
+    private func grow() {
+        let bigger = UnsafeMutablePointer<Element>.allocate(capacity: capacity * 2)
+        bigger.moveInitialize(from: storage, count: count)
+        storage.deallocate()
+        storage = bigger
+        capacity *= 2
     }
 }
 
@@ -39,8 +84,8 @@ public enum FastPostScanner {
     private struct Bail: Error {}
 
     public static func scan(_ body: UnsafeBufferPointer<UInt8>, into p: inout FastPost) -> Bool {
-        p.toggles.removeAll(keepingCapacity: true)
-        p.variants.removeAll(keepingCapacity: true)
+        p.toggles.removeAll()
+        p.variants.removeAll()
         p.instanceId = nil
         p.sdkVersion = nil; p.platformName = nil; p.platformVersion = nil
         p.yggdrasilVersion = nil; p.specVersion = nil; p.connectionId = nil

@@ -29,10 +29,9 @@ public struct PostLimits: Sendable, Equatable {
     /// decoder reads the post again and `refusal(for:)` words the answer.
     func admits(_ p: FastPost) -> Bool {
         guard p.toggles.count <= maxToggles, p.appName.count <= maxNameLength else { return false }
-        for r in [p.instanceId, p.sdkVersion, p.platformName, p.platformVersion, p.yggdrasilVersion, p.specVersion, p.connectionId]
-        where (r?.count ?? 0) > maxNameLength {
-            return false
-        }
+        func fits(_ r: Range<Int>?) -> Bool { (r?.count ?? 0) <= maxNameLength }
+        guard fits(p.instanceId), fits(p.sdkVersion), fits(p.platformName), fits(p.platformVersion), fits(p.yggdrasilVersion),
+              fits(p.specVersion), fits(p.connectionId) else { return false }
         for t in p.toggles where t.name.count > maxNameLength { return false }
         for v in p.variants where v.name.count > maxNameLength { return false }
         return true

@@ -133,16 +133,18 @@ public final class Daemon {
             req.reply(503, Intake.message("metrics-proxy is shutting down"), headers: [("Connection", "close")])
             return
         }
+        let headers = req.postHeaders()
+        let interval = headers.interval.flatMap(Double.init)
         let outcome = req.withBody { body -> Intake.Outcome in
             if kind == .metrics { telemetry.metrics.postBytes += body.count }
             let outcome = withUnsafeMutablePointer(to: &fastPost) { fast in
-                intake.evaluate(kind, contentType: req.header("Content-Type"), contentEncoding: req.header("Content-Encoding"),
-                                authorization: req.header("Authorization"), body: body, fast: kind == .metrics ? fast : nil)
+                intake.evaluate(kind, contentType: headers.contentType, contentEncoding: headers.contentEncoding,
+                                authorization: headers.authorization, body: body, fast: kind == .metrics ? fast : nil)
             }
             if case .fastMetrics(let token) = outcome {
                 if window.wouldExceed(config.limits.maxKeys, fast: fastPost, body: body, token: token) { return keyCapReached() }
                 // Merged here, while the body the post was read from is still valid.
-                window.merge(fastPost, body: body, token: token, interval: req.header("unleash-interval").flatMap(Double.init),
+                window.merge(fastPost, body: body, token: token, interval: interval,
                              now: nowMillis()) { (req.header("unleash-sdk"), req.header("unleash-connection-id")) }
             }
             if case .metrics(let post, let token) = outcome, window.wouldExceed(config.limits.maxKeys, post: post, token: token) {
@@ -164,7 +166,7 @@ public final class Daemon {
             // SDK headers fill what the body leaves out (the Python SDK sends no sdkVersion).
             if post.sdk.sdkVersion == nil { post.sdk.sdkVersion = req.header("unleash-sdk") }
             if post.sdk.connectionId == nil { post.sdk.connectionId = req.header("unleash-connection-id") }
-            window.merge(post, token: token, interval: req.header("unleash-interval").flatMap(Double.init), now: now)
+            window.merge(post, token: token, interval: interval, now: now)
             postsInWindow += 1
             req.reply(202)
         case .register(let r, let token):

@@ -1,4 +1,5 @@
 import CLibevent
+import Glibc
 
 /// A borrowed view of one `evhttp_request` being served. libevent owns the request; it is
 /// valid until `reply` is called, which must happen exactly once.
@@ -36,6 +37,49 @@ struct HTTPRequest {
         while let e = kv {
             out.append((String(cString: e.pointee.key), String(cString: e.pointee.value)))
             kv = e.pointee.next.tqe_next
+        }
+        return out
+    }
+
+    /// The headers a metrics or register post is judged by, found in one walk over the
+    /// header list (the first of each name, as `header(_:)` finds it).
+    struct PostHeaders {
+        var contentType: String?
+        var contentEncoding: String?
+        var authorization: String?
+        var interval: String?
+    }
+
+    func postHeaders() -> PostHeaders {
+        var out = PostHeaders()
+        var seenType = false, seenEncoding = false, seenAuthorization = false, seenInterval = false
+        var kv = evhttp_request_get_input_headers(raw)?.pointee.tqh_first
+        while let e = kv {
+            kv = e.pointee.next.tqe_next
+            let key = e.pointee.key!, value = e.pointee.value!
+            switch key[0] | 0x20 {
+            case 0x63: // c
+                if !seenType, strcasecmp(key, "Content-Type") == 0 {
+                    seenType = true
+                    // What SDKs send, as a literal: no String to allocate.
+                    out.contentType = strcmp(value, "application/json") == 0 ? "application/json" : String(cString: value)
+                } else if !seenEncoding, strcasecmp(key, "Content-Encoding") == 0 {
+                    seenEncoding = true
+                    out.contentEncoding = String(cString: value)
+                }
+            case 0x61: // a
+                if !seenAuthorization, strcasecmp(key, "Authorization") == 0 {
+                    seenAuthorization = true
+                    out.authorization = String(cString: value)
+                }
+            case 0x75: // u
+                if !seenInterval, strcasecmp(key, "unleash-interval") == 0 {
+                    seenInterval = true
+                    out.interval = String(cString: value)
+                }
+            default:
+                break
+            }
         }
         return out
     }
