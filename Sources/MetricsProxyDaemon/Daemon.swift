@@ -96,7 +96,10 @@ public final class Daemon {
                       headers: [("Connection", "close")])
             return
         }
-        switch router.route(method: req.method, uri: req.uri) {
+        // What every SDK sends, matched without making Strings of the method and URI.
+        let route = router.prefix.isEmpty && req.isPost(exactly: "/api/client/metrics")
+            ? .metrics : router.route(method: req.method, uri: req.uri)
+        switch route {
         case .metrics: ingest(req, .metrics)
         case .register where config.upstream.mode == .metrics:
             // Single-app mode sends no applications[]: registrations go upstream as they are.

@@ -21,6 +21,12 @@ struct HTTPRequest {
         }
     }
 
+    /// Whether this is a POST whose URI is exactly `path` (no String made: the hot path).
+    func isPost(exactly path: StaticString) -> Bool {
+        guard evhttp_request_get_command(raw) == EVHTTP_REQ_POST, let u = evhttp_request_get_uri(raw) else { return false }
+        return strcmp(u, UnsafeRawPointer(path.utf8Start).assumingMemoryBound(to: CChar.self)) == 0
+    }
+
     var uri: String { evhttp_request_get_uri(raw).map { String(cString: $0) } ?? "/" }
 
     /// A request header, matched case-insensitively (libevent compares names that way).
