@@ -27,22 +27,30 @@ public struct FeatureTable<Value>: Sequence {
         Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
     }
 
-    /// The entry holding `bytes`, or the empty slot where it would go.
+    /// Up to this many names a table has no slots and is searched in order: most features
+    /// have one to three variants, and a slot array per feature cost memory and a cache miss
+    /// per lookup.
+    static var smallLimit: Int { 8 }
+
+    /// The entry holding `bytes`, or the empty slot where it would go (-1 in a small table).
     private func find(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64) -> (slot: Int, entry: Int?) {
-        guard !slots.isEmpty else { return (-1, nil) }
-        let mask = slots.count - 1
-        var i = slot(for: hash, mask: mask)
-        return entries.withUnsafeBufferPointer { es in
+        entries.withUnsafeBufferPointer { es in
             arena.withUnsafeBufferPointer { ar in
-                slots.withUnsafeBufferPointer { ss in
+                @inline(__always) func holds(_ entry: Entry) -> Bool {
+                    entry.hash == hash && Int(entry.length) == bytes.count
+                        && (bytes.count == 0 || sameBytes(ar.baseAddress! + Int(entry.start), bytes.baseAddress!, bytes.count))
+                }
+                guard !slots.isEmpty else {
+                    for e in es.indices where holds(es[e]) { return (-1, e) }
+                    return (-1, nil)
+                }
+                let mask = slots.count - 1
+                var i = slot(for: hash, mask: mask)
+                return slots.withUnsafeBufferPointer { ss in
                     while true {
                         let e = Int(ss[i])
                         if e < 0 { return (i, nil) }
-                        let entry = es[e]
-                        if entry.hash == hash, Int(entry.length) == bytes.count,
-                           bytes.count == 0 || sameBytes(ar.baseAddress! + Int(entry.start), bytes.baseAddress!, bytes.count) {
-                            return (i, e)
-                        }
+                        if holds(es[e]) { return (i, e) }
                         i = (i + 1) & mask
                     }
                 }
@@ -50,8 +58,10 @@ public struct FeatureTable<Value>: Sequence {
         }
     }
 
+    /// Slots for every entry, at most half full.
     private mutating func grow() {
-        let capacity = Swift.max(8, slots.count * 2)
+        var capacity = Swift.max(16, slots.count * 2)
+        while capacity < 2 * (entries.count + 1) { capacity *= 2 }
         slots = [Int32](repeating: -1, count: capacity)
         let mask = capacity - 1
         for (n, e) in entries.enumerated() {
@@ -62,10 +72,11 @@ public struct FeatureTable<Value>: Sequence {
     }
 
     private mutating func insert(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64, _ value: Value) {
-        if (entries.count + 1) * 2 > slots.count { grow() }
-        var (i, _) = find(bytes, hash: hash)
-        if i < 0 { grow(); i = find(bytes, hash: hash).slot }
-        slots[i] = Int32(entries.count)
+        if !slots.isEmpty || entries.count >= Self.smallLimit {
+            if (entries.count + 1) * 2 > slots.count { grow() }
+            let i = find(bytes, hash: hash).slot
+            slots[i] = Int32(entries.count)
+        }
         entries.append(Entry(hash: hash, start: Int32(arena.count), length: Int32(bytes.count), value: value))
         arena.append(contentsOf: bytes)
     }
