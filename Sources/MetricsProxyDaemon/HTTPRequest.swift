@@ -125,17 +125,20 @@ struct HTTPRequest {
         let out = evhttp_request_get_output_headers(raw)
         if !body.isEmpty, let contentType { evhttp_add_header(out, "Content-Type", contentType) }
         for (k, v) in headers { evhttp_add_header(out, k, v) }
+        // A StaticString's bytes go to libevent as they are; a String would be copied into a
+        // fresh C array on every reply.
+        let phrase = UnsafeRawPointer(reason(status).utf8Start).assumingMemoryBound(to: CChar.self)
         if body.isEmpty {
-            evhttp_send_reply(raw, status, reason(status), nil)
+            evhttp_send_reply(raw, status, phrase, nil)
             return
         }
         let buf = evbuffer_new()
         body.withUnsafeBytes { _ = evbuffer_add(buf, $0.baseAddress, $0.count) }
-        evhttp_send_reply(raw, status, reason(status), buf)
+        evhttp_send_reply(raw, status, phrase, buf)
         evbuffer_free(buf)
     }
 
-    private func reason(_ status: Int32) -> String {
+    private func reason(_ status: Int32) -> StaticString {
         switch status {
         case 200: return "OK"
         case 202: return "Accepted"
