@@ -125,4 +125,21 @@ final class FastPathTests: XCTestCase {
             XCTAssertEqual(read("\(v),\"variants\":{}}").0, v)
         }
     }
+
+    /// Past the scanner's initial room (256 toggles and 256 variants) its lists grow; a
+    /// large post must still merge exactly as the full decoder reads it.
+    func testLargePostGrowsTheScratchListsAndMergesTheSame() {
+        var toggles: [String] = []
+        for i in 0..<1000 {
+            let variants = (0..<(i % 4)).map { "\"v\($0)\": \($0 + i % 7)" }.joined(separator: ", ")
+            toggles.append("\"flag-\(i)\": {\"yes\": \(i % 13), \"no\": \(i % 5), \"variants\": {\(variants)}}")
+        }
+        let body = #"{"appName":"big","instanceId":"i","bucket":{"start":"2026-11-28T10:00:00Z","stop":"2026-11-28T10:00:30Z","toggles":{"#
+            + toggles.joined(separator: ", ") + "}}}"
+        let (fast, slow) = windows(body)
+        XCTAssertNotNil(fast, "the fast path takes a large post")
+        XCTAssertEqual(fast?.groups, slow?.groups)
+        XCTAssertEqual(fast?.keyCount, slow?.keyCount)
+        XCTAssertEqual(slow?.groups.first?.value.toggles.count, 1000 - (999 / 65 + 1), "toggles with yes = no = 0 (every 65th, from 0) are dropped")
+    }
 }
