@@ -42,8 +42,6 @@ public struct FeatureName: Hashable, Comparable, ExpressibleByStringLiteral, Cus
 
     public var description: String { text }
 
-    static func hash(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 { NameHash.of(bytes) }
-
     public func hash(into hasher: inout Hasher) { hasher.combine(hashBits) }
 
     func withBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
@@ -55,16 +53,10 @@ public struct FeatureName: Hashable, Comparable, ExpressibleByStringLiteral, Cus
     public static func == (a: FeatureName, b: FeatureName) -> Bool {
         guard a.hashBits == b.hashBits else { return false }
         if a.borrowed == nil && b.borrowed == nil { return a.text == b.text }
-        return a.withBytes { x in b.withBytes { y in x.count == y.count && (x.count == 0 || memcmpBytes(x, y)) } }
+        return a.withBytes { x in b.withBytes { y in x.count == y.count && (x.count == 0 || sameBytes(x.baseAddress!, y.baseAddress!, x.count)) } }
     }
 
     public static func < (a: FeatureName, b: FeatureName) -> Bool { a.text < b.text }
-}
-
-@inline(__always)
-func memcmpBytes(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<UInt8>) -> Bool {
-    for i in 0..<x.count where x[i] != y[i] { return false }
-    return true
 }
 
 /// The hash of a name's bytes, eight at a time: each 8-byte word (little-endian; the last one

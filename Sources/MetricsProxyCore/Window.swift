@@ -106,7 +106,7 @@ public struct Window: Sendable {
             let before = group.toggles.count
             for t in bucket.toggles where t.yes != 0 || t.no != 0 {
                 var name = t.name
-                _ = name.withUTF8 { b in group.toggles.update(b, hash: FeatureName.hash(b), initial: { Counts() }) { $0.add(t) } }
+                _ = name.withUTF8 { b in group.toggles.update(b, hash: NameHash.of(b), initial: { Counts() }) { $0.add(t) } }
             }
             added = group.toggles.count - before
         }
@@ -144,7 +144,7 @@ extension Window.Counts {
         no = no.addingSaturating(t.no)
         for v in t.variants where v.count != 0 {
             var name = v.name
-            _ = name.withUTF8 { b in variants.update(b, hash: FeatureName.hash(b), initial: { 0 }) { $0.addSaturating(v.count) } }
+            _ = name.withUTF8 { b in variants.update(b, hash: NameHash.of(b), initial: { 0 }) { $0.addSaturating(v.count) } }
         }
     }
 
@@ -169,7 +169,7 @@ extension Window {
         func same(_ s: String?, _ r: Range<Int>?) -> Bool {
             guard let s, let r else { return s == nil && r == nil }
             var t = s
-            return t.withUTF8 { a in a.count == r.count && memcmpBytes(a, UnsafeBufferPointer(rebasing: body[r])) }
+            return t.withUTF8 { a in a.count == r.count && (r.isEmpty || sameBytes(a.baseAddress!, body.baseAddress! + r.lowerBound, r.count)) }
         }
         let appName = text(p.appName)!
         let instanceId = (p.instanceId?.isEmpty ?? true) ? "default" : text(p.instanceId)!

@@ -4,7 +4,7 @@ import XCTest
 final class FeatureTableTests: XCTestCase {
     func update(_ t: inout FeatureTable<Int>, _ name: String, _ add: Int) -> Bool {
         var n = name
-        return n.withUTF8 { b in t.update(b, hash: FeatureName.hash(b), initial: { 0 }) { $0 += add } }
+        return n.withUTF8 { b in t.update(b, hash: NameHash.of(b), initial: { 0 }) { $0 += add } }
     }
 
     func testAgreesWithADictionaryThroughGrowthAndCollisions() {
@@ -36,8 +36,8 @@ final class FeatureTableTests: XCTestCase {
             XCTAssertEqual(table[FeatureName(k)], v)
             var b = k
             b.withUTF8 { bytes in
-                XCTAssertTrue(table.contains(bytes, hash: FeatureName.hash(bytes)))
-                XCTAssertEqual(table[FeatureName(borrowing: bytes, hash: FeatureName.hash(bytes))], v, "a borrowed key finds it")
+                XCTAssertTrue(table.contains(bytes, hash: NameHash.of(bytes)))
+                XCTAssertEqual(table[FeatureName(borrowing: bytes, hash: NameHash.of(bytes))], v, "a borrowed key finds it")
             }
         }
         XCTAssertNil(table["absent"])
