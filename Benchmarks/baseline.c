@@ -1,7 +1,8 @@
 /* The benchmark's baseline: a bare libevent evhttp server that answers every request 202
    without reading the body. Whatever metrics-proxy does beyond this is its own cost.
    Build: cc -O2 -o baseline baseline.c $(pkg-config --cflags --libs libevent)
-   Run:   ./baseline PORT */
+   Run:   ./baseline PORT
+   (bench.py also runs it with EVENT_EPOLL_USE_CHANGELIST=1, the epoll setting the proxy uses.) */
 #include <event2/event.h>
 #include <event2/http.h>
 #include <signal.h>

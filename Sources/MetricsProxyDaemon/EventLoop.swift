@@ -9,7 +9,15 @@ final class EventLoop {
     let dns: OpaquePointer?
 
     init() throws(StartupError) {
-        guard let base = event_base_new() else { throw StartupError("cannot create the libevent event base") }
+        // epoll's change list: libevent batches each loop turn's event changes into as few
+        // epoll_ctl calls as it can. evhttp enables and disables reading and writing around
+        // every request; with the list a post costs 2 epoll_ctl calls instead of 4 (strace -c
+        // under wrk load), about a fifth of the proxy's CPU per post. libevent warns that
+        // the list is unsafe with descriptors cloned by dup(); the proxy clones none.
+        guard let cfg = event_config_new() else { throw StartupError("cannot create the libevent event base") }
+        defer { event_config_free(cfg) }
+        event_config_set_flag(cfg, Int32(EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST.rawValue))
+        guard let base = event_base_new_with_config(cfg) else { throw StartupError("cannot create the libevent event base") }
         self.base = base
         dns = evdns_base_new(base, Int32(EVDNS_BASE_INITIALIZE_NAMESERVERS))
     }
