@@ -44,20 +44,31 @@ public struct BatchBuilder: Sendable {
         var ends: [Int] = []
         ends.reserveCapacity(window.keyCount)
         for (key, group) in sortedGroups(window, token: token) {
-            let timestamp = Timestamp.iso8601(key.hour)
+            // Each entry is {"featureName":…,"appName":…,"environment":…,"timestamp":…,
+            // "yes":…,"no":…,"variants":{…}}; the part shared by the group's entries is
+            // encoded once.
+            var shared = JSONWriter(capacity: 160)
+            shared.beginObject()
+            shared.key("appName"); shared.string(key.appName)
+            shared.key("environment"); shared.string(environment)
+            shared.key("timestamp"); shared.string(Timestamp.iso8601(key.hour))
+            shared.key("yes")
+            let middle = [UInt8(ascii: ",")] + shared.bytes.dropFirst() // `,"appName":…,"yes":`
             // Entries in the window's own order: the server does not care, and sorting 100,000
             // names was a third of the time to close a window.
-            for (name, c) in group.toggles {
-                w.beginObject()
-                w.key("featureName"); w.string(name.text)
-                w.key("appName"); w.string(key.appName)
-                w.key("environment"); w.string(environment)
-                w.key("timestamp"); w.string(timestamp)
-                w.key("yes"); w.int(c.yes)
-                w.key("no"); w.int(c.no)
-                w.key("variants"); variantsJSON(&w, c.variants)
-                w.endObject()
-                ends.append(w.bytes.count)
+            middle.withUnsafeBufferPointer { middle in
+                group.toggles.forEachName { name, c in
+                    w.appendRaw(#"{"featureName":"#)
+                    w.appendQuoted(bytes: name)
+                    w.appendRaw(middle)
+                    w.appendInt(c.yes)
+                    w.appendRaw(#","no":"#)
+                    w.appendInt(c.no)
+                    w.appendRaw(#","variants":"#)
+                    variantsJSON(&w, c.variants)
+                    w.appendRaw("}")
+                    ends.append(w.bytes.count)
+                }
             }
         }
         let all = w.bytes

@@ -123,6 +123,14 @@ public struct FeatureTable<Value>: Sequence {
 
     /// In the order names were first added.
     public func makeIterator() -> Iterator { Iterator(table: self) }
+
+    /// Each name's bytes and its value, in the order names were first added, without making
+    /// a String of the name.
+    func forEachName(_ body: (UnsafeBufferPointer<UInt8>, Value) -> Void) {
+        arena.withUnsafeBufferPointer { ar in
+            for e in entries { body(UnsafeBufferPointer(rebasing: ar[Int(e.start)..<Int(e.start + e.length)]), e.value) }
+        }
+    }
 }
 
 extension FeatureTable: ExpressibleByDictionaryLiteral {

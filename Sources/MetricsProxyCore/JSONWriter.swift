@@ -44,19 +44,31 @@ public struct JSONWriter {
     public mutating func raw(_ json: [UInt8]) { separate(); bytes.append(contentsOf: json) }
 
     private mutating func appendQuoted(_ s: String) {
-        bytes.append(UInt8(ascii: "\""))
         var text = s
+        text.withUTF8 { appendQuoted(bytes: $0) }
+    }
+
+    // MARK: fixed shapes
+    // For a caller that writes a fixed shape itself, outside the comma bookkeeping (the bulk
+    // entries, 100,000 of them in a large window).
+
+    /// Bytes that are already JSON.
+    mutating func appendRaw(_ json: UnsafeBufferPointer<UInt8>) { bytes.append(contentsOf: json) }
+
+    mutating func appendRaw(_ json: StaticString) {
+        bytes.append(contentsOf: UnsafeBufferPointer(start: json.utf8Start, count: json.utf8CodeUnitCount))
+    }
+
+    /// A string's bytes, quoted and escaped.
+    mutating func appendQuoted(bytes u: UnsafeBufferPointer<UInt8>) {
+        bytes.append(UInt8(ascii: "\""))
         // Most names need no escaping: copy them whole.
-        let plain = text.withUTF8 { u -> Bool in
-            guard !u.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else { return false }
+        guard u.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
             bytes.append(contentsOf: u)
-            return true
-        }
-        if plain {
             bytes.append(UInt8(ascii: "\""))
             return
         }
-        for b in s.utf8 {
+        for b in u {
             switch b {
             case UInt8(ascii: "\""): bytes.append(UInt8(ascii: "\\")); bytes.append(b)
             case UInt8(ascii: "\\"): bytes.append(UInt8(ascii: "\\")); bytes.append(b)
@@ -72,5 +84,21 @@ public struct JSONWriter {
             }
         }
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// An integer's digits, written without making a String.
+    mutating func appendInt(_ v: Int64) {
+        if v < 0 { bytes.append(contentsOf: String(v).utf8); return }
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0) // room for 19 digits, filled from the end
+        var n = 0
+        var x = UInt64(v)
+        withUnsafeMutableBytes(of: &digits) { d in
+            repeat {
+                n += 1
+                d[24 - n] = UInt8(ascii: "0") + UInt8(x % 10)
+                x /= 10
+            } while x > 0
+            bytes.append(contentsOf: d[(24 - n)...])
+        }
     }
 }

@@ -84,4 +84,35 @@ final class WindowAndBatchTests: XCTestCase {
             for i in 0..<9 { XCTAssertTrue(text.contains("\"f\(i)\""), "\(mode) keeps f\(i)") }
         }
     }
+
+    /// Bulk entries are written as a fixed shape, the group's shared part encoded once; the
+    /// bytes must be what the general writer makes, escapes and large counts included.
+    func testBulkEntriesAreExactlyWhatTheGeneralWriterMakes() throws {
+        var w = Window(opened: 0)
+        let names = ["plain", "quote\"d", "back\\slash", "new\nline", "ctl\u{01}", "é🙂", ""]
+        w.merge(post("app \"x\"", "i", stop: hour + 5, names.enumerated().map { i, n in
+            ToggleCounts(name: n, yes: [0, 9, 10, 12_345_678_901_234, 1, 2, 3][i], no: Int64(i),
+                         variants: i == 0 ? [VariantCount(name: "b", count: 2), VariantCount(name: "a\"", count: 1)] : [])
+        }), token: token, interval: nil, now: 0)
+        let body = try XCTUnwrap(BatchBuilder(mode: .bulk, maxBody: 1 << 20).batches(from: w, sequence: 1, closedAt: 0).first).body
+        var expected = JSONWriter()
+        expected.beginArray()
+        for (name, c) in w.groups.first!.value.toggles {
+            expected.beginObject()
+            expected.key("featureName"); expected.string(name.text)
+            expected.key("appName"); expected.string("app \"x\"")
+            expected.key("environment"); expected.string("development")
+            expected.key("timestamp"); expected.string("2026-11-28T10:00:00.000Z")
+            expected.key("yes"); expected.int(c.yes)
+            expected.key("no"); expected.int(c.no)
+            expected.key("variants"); expected.beginObject()
+            for (v, n) in c.variants.sorted(by: { $0.key < $1.key }) { expected.key(v.text); expected.int(n) }
+            expected.endObject()
+            expected.endObject()
+        }
+        expected.endArray()
+        let text = String(decoding: body, as: UTF8.self)
+        let metrics = try XCTUnwrap(text.range(of: #""metrics":"#)).upperBound
+        XCTAssertEqual(String(text[metrics...].dropLast()), String(decoding: expected.bytes, as: UTF8.self))
+    }
 }
