@@ -17,8 +17,6 @@ public struct Router: Sendable {
     public init(prefix: String) { self.prefix = prefix.lowercased() }
 
     public func route(method: String, uri: String) -> Route {
-        // What every SDK sends, already in normal form: no need to build a normalized copy.
-        if prefix.isEmpty, method == "POST", uri == "/api/client/metrics" { return .metrics }
         var path = Self.normalize(uri)
         if !prefix.isEmpty {
             guard path == prefix || path.hasPrefix(prefix + "/") else { return .notFound }

@@ -119,13 +119,3 @@ final class ObservabilityTests: XCTestCase {
         XCTAssertEqual(try proxy.tcp().request("GET", "/healthz").status, 200, "still on the old port")
     }
 }
-
-/// Polls for up to `seconds`; true if the condition came true (no failure when it did not).
-func waitForQuietly(seconds: TimeInterval, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(20_000)
-    }
-    return false
-}

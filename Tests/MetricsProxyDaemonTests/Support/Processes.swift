@@ -20,15 +20,21 @@ enum Paths {
     }
 }
 
-/// Polls `condition` until it holds or `timeout` passes: waiting on an event, never a fixed sleep.
-@discardableResult
-func waitFor(_ what: String, timeout: TimeInterval = 10, file: StaticString = #filePath, line: UInt = #line,
-             _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(timeout)
+/// Polls for up to `seconds`; true if the condition came true (no failure when it did not).
+func waitForQuietly(seconds: TimeInterval, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if try condition() { return true }
         usleep(20_000)
     }
+    return false
+}
+
+/// Polls `condition` until it holds or `timeout` passes: waiting on an event, never a fixed sleep.
+@discardableResult
+func waitFor(_ what: String, timeout: TimeInterval = 10, file: StaticString = #filePath, line: UInt = #line,
+             _ condition: () throws -> Bool) rethrows -> Bool {
+    if try waitForQuietly(seconds: timeout, condition) { return true }
     XCTFail("timed out after \(timeout)s waiting for \(what)", file: file, line: line)
     return false
 }
