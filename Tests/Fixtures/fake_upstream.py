@@ -426,6 +426,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cert")
     ap.add_argument("--key")
     ap.add_argument("--features", help="file with the JSON body for GET /api/client/features")
+    ap.add_argument("--script", help="file with a JSON array of script entries in force before the "
+                    "first connection (a request arriving before a /_control/script call would "
+                    "otherwise get the default answer)")
     args = ap.parse_args(argv)
 
     if bool(args.cert) != bool(args.key):
@@ -439,6 +442,9 @@ def main(argv=None) -> int:
         features = json.dumps(DEFAULT_FEATURES).encode()
 
     Handler.state = State(features)
+    if args.script:
+        with open(args.script, "rb") as f:
+            Handler.state.add_script([normalize_entry(e) for e in json.loads(f.read().decode("utf-8"))])
     cls = Server6 if ":" in args.host else Server
     httpd = cls((args.host, args.port), Handler)
 

@@ -40,9 +40,8 @@ final class SpoolDeliveryTests: XCTestCase {
         // Refused: nothing listens.
         var expected = try spooled(proxy) { try post(proxy, count: 30) }
         waitFor("a refused attempt") { proxy.log.contains("upstream unavailable") }
-        // 503.
-        let upstream = try FakeUpstream(port: port)
-        try upstream.script([["status": 503, "repeat": -1]])
+        // 503, from the first request on (a retry can arrive the moment the port listens).
+        let upstream = try FakeUpstream(port: port, script: [["status": 503, "repeat": -1]])
         expected.merge(try post(proxy, count: 30, token: tokenB))
         // Several retries in the same state, so the log can show it says so once.
         try waitFor("several 503s") { try upstream.requests().filter { $0.status == 503 }.count >= 6 }

@@ -21,7 +21,10 @@ final class FakeUpstream {
 
     /// With `cert`/`key`, serves HTTPS.
     /// `port` 0 picks a free one; a fixed port brings an upstream "back" where it was down.
-    init(cert: String? = nil, key: String? = nil, port: UInt16 = 0, features: String? = nil) throws {
+    /// `script` is in force before the first connection: an upstream brought back to a proxy
+    /// that is retrying must not answer its first request with the default 202.
+    init(cert: String? = nil, key: String? = nil, port: UInt16 = 0, features: String? = nil,
+         script: [[String: Any]]? = nil) throws {
         dir = Paths.tempDir("upstream")
         let portFile = dir.appendingPathComponent("port").path
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -29,6 +32,11 @@ final class FakeUpstream {
                     "--host", "127.0.0.1", "--port", "\(port)", "--port-file", portFile]
         if let cert, let key { args += ["--cert", cert, "--key", key] }
         if let features { args += ["--features", features] }
+        if let script {
+            let file = dir.appendingPathComponent("script.json")
+            try JSONSerialization.data(withJSONObject: script).write(to: file)
+            args += ["--script", file.path]
+        }
         process.arguments = args
         process.standardOutput = FileHandle.nullDevice
         try process.run()
