@@ -61,9 +61,13 @@ final class ScratchList<Element>: RandomAccessCollection {
         count += 1
     }
 
-    func removeAll() {
-        storage.deinitialize(count: count)
-        count = 0
+    func removeAll() { truncate(to: 0) }
+
+    /// Drops the elements from `newCount` on.
+    func truncate(to newCount: Int) {
+        precondition(newCount >= 0 && newCount <= count, "count out of range")
+        (storage + newCount).deinitialize(count: count - newCount)
+        count = newCount
     }
 
     private func grow() {
@@ -251,7 +255,7 @@ struct TogglesReader {
             }
             let k = m.trailingZeroBitCount >> 3
             guard base[p + k] == Self.quote else { return nil }
-            let last = w & ((1 << UInt64(8 * k)) &- 1)
+            let last = w & ((1 &<< UInt64(8 &* k)) &- 1)
             i = p + k + 1
             return (start..<p + k, NameHash.finish(NameHash.fold(h, last), length: p + k - start))
         }
@@ -263,7 +267,7 @@ struct TogglesReader {
                 return (start..<p, NameHash.finish(NameHash.fold(h, last), length: p - start))
             }
             if b == UInt8(ascii: "\\") || b < 0x20 || b > 0x7F { return nil }
-            last |= UInt64(b) << shift
+            last |= UInt64(b) &<< shift
             shift += 8
             p += 1
         }
@@ -321,7 +325,7 @@ struct TogglesReader {
     /// end at the last byte (zero bytes in front read as leading zeros), then paired up.
     @inline(__always)
     static func digitsValue(_ w: UInt64, count: Int) -> UInt64 {
-        var v = (w & 0x0F0F_0F0F_0F0F_0F0F) << UInt64(8 * (8 - count))
+        var v = (w & 0x0F0F_0F0F_0F0F_0F0F) &<< UInt64(8 &* (8 &- count))
         v = (v &* 2561) >> 8
         v = ((v & 0x00FF_00FF_00FF_00FF) &* 6_553_601) >> 16
         return ((v & 0x0000_FFFF_0000_FFFF) &* 42_949_672_960_001) >> 32
@@ -344,46 +348,145 @@ struct TogglesReader {
         while true {
             guard at(Self.quote) else { return false }
             i += 1
-            guard let (name, hash) = name(), expect(Self.colon), at(Self.open) else { return false }
-            i += 1
-            skipWhitespace()
-            var t = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: p.variants.count..<p.variants.count)
-            if at(Self.close) {
-                i += 1
-            } else {
-                var sawVariants = false
-                while true {
-                    guard at(Self.quote) else { return false }
-                    i += 1
-                    if n - i >= 4, UnsafeRawPointer(base + i).loadUnaligned(as: UInt32.self).littleEndian == Self.yesWord {
-                        i += 4
-                        guard expect(Self.colon), let v = count() else { return false }
-                        t.yes = v
-                    } else if n - i >= 3, base[i] == UInt8(ascii: "n"), base[i + 1] == UInt8(ascii: "o"), base[i + 2] == Self.quote {
-                        i += 3
-                        guard expect(Self.colon), let v = count() else { return false }
-                        t.no = v
-                    } else if n - i >= 9, UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian == Self.variantsWord,
-                              base[i + 8] == Self.quote {
-                        i += 9
-                        guard !sawVariants, expect(Self.colon), at(Self.open) else { return false }
-                        sawVariants = true
-                        i += 1
-                        guard let v = variants(into: &p) else { return false }
-                        t.variants = v
-                    } else {
-                        // Any other key: skipped with its value, unless it is escaped (it
-                        // could spell one of the three).
-                        var s = scanner
-                        s.position = i - 1
-                        guard let key = try? s.readKey(), !key.escaped, (try? s.skipValue()) != nil else { return false }
-                        i = s.position
-                    }
-                    guard let more = another() else { return false }
-                    if !more { break }
-                }
+            guard let (name, hash) = name() else { return false }
+            let afterName = i, firstVariant = p.variants.count
+            var t = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: firstVariant..<firstVariant)
+            if !shaped(&t, into: &p) {
+                // Read again, key by key, from the name's end.
+                i = afterName
+                p.variants.truncate(to: firstVariant)
+                t = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: firstVariant..<firstVariant)
+                guard counts(&t, into: &p, scanner: scanner) else { return false }
             }
             p.toggles.append(t)
+            guard let more = another() else { return false }
+            if !more { return true }
+        }
+    }
+
+    @inline(__always)
+    private func word(at k: Int) -> UInt64 { UnsafeRawPointer(base + k).loadUnaligned(as: UInt64.self).littleEndian }
+
+    /// The separators SDKs write, as little-endian words: `: {"yes"` and `: ` (Python's json,
+    /// `", "` and `": "`), `:{"yes":`, `, "no": `, `,"no":` (6 bytes), `, "varia` + `ants": {`
+    /// (15 bytes, overlapping), `,"varian` + `iants":{` (13 bytes, overlapping).
+    static let spacedYes: UInt64 = 0x2273_6579_227B_203A, spacedColon: UInt64 = 0x203A
+    static let compactYes: UInt64 = 0x3A22_7365_7922_7B3A
+    static let spacedNo: UInt64 = 0x203A_226F_6E22_202C, compactNo: UInt64 = 0x3A22_6F6E_222C
+    static let spacedVariants0: UInt64 = 0x6169_7261_7622_202C, spacedVariants1: UInt64 = 0x7B20_3A22_7374_6E61
+    static let compactVariants0: UInt64 = 0x6E61_6972_6176_222C, compactVariants1: UInt64 = 0x7B3A_2273_746E_6169
+
+    /// From a toggle name's closing quote, its counts in the shape SDKs write them —
+    /// `: {"yes": N, "no": N, "variants": {…}}` with Python's spaces or none — matched a word
+    /// at a time instead of a byte at a time. False for anything else (other spacing or key
+    /// order, unknown keys): the caller reads the toggle again with `counts`.
+    @inline(__always)
+    mutating func shaped(_ t: inout FastPost.Toggle, into p: inout FastPost) -> Bool {
+        guard n - i >= 16 else { return false }
+        let spaced: Bool
+        let w = word(at: i)
+        if w == Self.spacedYes, word(at: i + 8) & 0xFFFF == Self.spacedColon {
+            spaced = true
+            i += 10
+        } else if w == Self.compactYes {
+            spaced = false
+            i += 8
+        } else {
+            return false
+        }
+        guard let yes = count(), n - i >= 8 else { return false }
+        t.yes = yes
+        if spaced {
+            guard word(at: i) == Self.spacedNo else { return false }
+            i += 8
+        } else {
+            guard word(at: i) & 0xFFFF_FFFF_FFFF == Self.compactNo else { return false }
+            i += 6
+        }
+        guard let no = count(), i < n else { return false }
+        t.no = no
+        if base[i] == Self.close {
+            i += 1
+            return true
+        }
+        if spaced {
+            guard n - i >= 15, word(at: i) == Self.spacedVariants0, word(at: i + 7) == Self.spacedVariants1 else { return false }
+            i += 15
+        } else {
+            guard n - i >= 13, word(at: i) == Self.compactVariants0, word(at: i + 5) == Self.compactVariants1 else { return false }
+            i += 13
+        }
+        let from = p.variants.count
+        if i < n, base[i] != Self.close {
+            while true {
+                guard at(Self.quote) else { return false }
+                i += 1
+                guard let (name, hash) = name() else { return false }
+                if spaced {
+                    guard n - i >= 2, UnsafeRawPointer(base + i).loadUnaligned(as: UInt16.self).littleEndian == UInt16(Self.spacedColon)
+                    else { return false }
+                    i += 2
+                } else {
+                    guard at(Self.colon) else { return false }
+                    i += 1
+                }
+                guard let c = count() else { return false }
+                p.variants.append(FastPost.Variant(name: name, hash: hash, count: c))
+                guard i < n else { return false }
+                if base[i] == Self.close { break }
+                guard base[i] == Self.comma else { return false }
+                i += 1
+                if spaced {
+                    guard at(0x20) else { return false }
+                    i += 1
+                }
+            }
+        }
+        // The variants' '}' and the toggle's.
+        guard n - i >= 2, base[i + 1] == Self.close else { return false }
+        i += 2
+        t.variants = from..<p.variants.count
+        return true
+    }
+
+    /// From a toggle name's closing quote to past its object's '}', key by key, in any order
+    /// and spacing.
+    private mutating func counts(_ t: inout FastPost.Toggle, into p: inout FastPost, scanner: JSONScanner) -> Bool {
+        guard expect(Self.colon), at(Self.open) else { return false }
+        i += 1
+        skipWhitespace()
+        if at(Self.close) {
+            i += 1
+            return true
+        }
+        var sawVariants = false
+        while true {
+            guard at(Self.quote) else { return false }
+            i += 1
+            if n - i >= 4, UnsafeRawPointer(base + i).loadUnaligned(as: UInt32.self).littleEndian == Self.yesWord {
+                i += 4
+                guard expect(Self.colon), let v = count() else { return false }
+                t.yes = v
+            } else if n - i >= 3, base[i] == UInt8(ascii: "n"), base[i + 1] == UInt8(ascii: "o"), base[i + 2] == Self.quote {
+                i += 3
+                guard expect(Self.colon), let v = count() else { return false }
+                t.no = v
+            } else if n - i >= 9, UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian == Self.variantsWord,
+                      base[i + 8] == Self.quote {
+                i += 9
+                guard !sawVariants, expect(Self.colon), at(Self.open) else { return false }
+                sawVariants = true
+                i += 1
+                guard let v = variants(into: &p) else { return false }
+                t.variants = v
+            } else {
+                // Any other key: skipped with its value, unless it is escaped (it
+                // could spell one of the three).
+                var s = scanner
+                s.position = i - 1
+                guard let key = try? s.readKey(), !key.escaped, (try? s.skipValue()) != nil else { return false }
+                i = s.position
+            }
             guard let more = another() else { return false }
             if !more { return true }
         }

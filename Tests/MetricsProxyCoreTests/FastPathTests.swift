@@ -126,6 +126,98 @@ final class FastPathTests: XCTestCase {
         }
     }
 
+    /// The separators the shaped reader compares as words are the bytes they stand for.
+    func testShapedSeparatorsAreTheirBytes() {
+        func word(_ text: String) -> UInt64 {
+            Array(text.utf8).enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        }
+        XCTAssertEqual(TogglesReader.spacedYes, word(#": {"yes""#))
+        XCTAssertEqual(TogglesReader.spacedColon, word(": "))
+        XCTAssertEqual(TogglesReader.compactYes, word(#":{"yes":"#))
+        XCTAssertEqual(TogglesReader.spacedNo, word(#", "no": "#))
+        XCTAssertEqual(TogglesReader.compactNo, word(#","no":"#))
+        XCTAssertEqual(TogglesReader.spacedVariants0, word(#", "varia"#))
+        XCTAssertEqual(TogglesReader.spacedVariants1, word(#"ants": {"#))
+        XCTAssertEqual(TogglesReader.compactVariants0, word(#","varian"#))
+        XCTAssertEqual(TogglesReader.compactVariants1, word(#"iants":{"#))
+    }
+
+    /// What SDKs write is read by the word-matching reader; every other spelling is left to
+    /// the key-by-key reader (the shaped one answers false and leaves no variants behind).
+    func testShapedReaderTakesWhatSDKsWriteAndNothingElse() {
+        func shaped(_ rest: String) -> (FastPost.Toggle, [String: Int64])? {
+            let bytes = Array(("\"f\"" + rest + ", \"next\": {}}").utf8)
+            return bytes.withUnsafeBufferPointer { b in
+                var p = FastPost()
+                var r = TogglesReader(base: b.baseAddress!, count: b.count, at: 3)
+                var t = FastPost.Toggle(name: 1..<2, hash: 0, yes: 0, no: 0, variants: 0..<0)
+                guard r.shaped(&t, into: &p) else { return nil }
+                XCTAssertEqual(b[r.i], UInt8(ascii: ","), "stops after the toggle's '}' in \(rest)")
+                var variants: [String: Int64] = [:]
+                for v in p.variants[t.variants] { variants[String(decoding: b[v.name], as: UTF8.self)] = v.count }
+                return (t, variants)
+            }
+        }
+        let taken: [(String, Int64, Int64, [String: Int64])] = [
+            (#": {"yes": 20, "no": 33, "variants": {"control": 10, "treatment-blue": 10}}"#, 20, 33, ["control": 10, "treatment-blue": 10]),
+            (#": {"yes": 9, "no": 0, "variants": {}}"#, 9, 0, [:]),
+            (#": {"yes": 0, "no": 12345678}"#, 0, 12_345_678, [:]),
+            (#":{"yes":1,"no":2,"variants":{"a":3,"b":0}}"#, 1, 2, ["a": 3, "b": 0]),
+            (#":{"yes":1,"no":2,"variants":{}}"#, 1, 2, [:]),
+            (#":{"yes":999999999999999,"no":2}"#, 999_999_999_999_999, 2, [:]),
+        ]
+        for (rest, yes, no, variants) in taken {
+            let read = shaped(rest)
+            XCTAssertEqual(read?.0.yes, yes, rest)
+            XCTAssertEqual(read?.0.no, no, rest)
+            XCTAssertEqual(read?.1, variants, rest)
+        }
+        let declined = [
+            #": {"no": 1, "yes": 2}"#, #": { "yes": 1, "no": 2}"#, #": {"yes" : 1, "no": 2}"#, #":{"yes": 1,"no":2}"#,
+            #": {"yes": 1, "no": 2, "variants": {"a":1}}"#, #": {"yes": 1, "no": 2, "variants": {"a": 1,"b": 2}}"#,
+            #": {"yes": 1, "no": 2, "variants": {"a": 1}, "x": 1}"#, #": {"yes": 1, "no": 2, "x": 1}"#,
+            #": {"yes": 1}"#, #": {"yes": -1, "no": 2}"#, #": {"yes": 1.0, "no": 2}"#, #": {"yes": 01, "no": 2}"#,
+            #": {"yes": 1, "no": 2, "variants": {"a": 1e2}}"#, #": {"yes": 1, "no": 2, "variants": {"a\u0041": 1}}"#,
+            #": {"yes": 1, "no": 2, "variants": null}"#, #":{"yes":1,"no":2,"variants":{"a":1, "b":2}}"#,
+            #": {"yes": 1, "no": 2 }"#, #": {}"#, #": 5"#,
+        ]
+        for rest in declined { XCTAssertNil(shaped(rest), rest) }
+    }
+
+    /// Each cut, deleted byte or changed byte of posts in both spellings: whatever the fast
+    /// path accepts, the full decoder accepts and merges the same way.
+    func testShapedPostsAgreeWithTheFullDecoderUnderEveryByteChange() {
+        let spaced = #"{"appName": "a", "bucket": {"start": "2026-11-28T10:00:00Z", "stop": "2026-11-28T10:00:30Z", "toggles": {"f": {"yes": 2, "no": 13, "variants": {"v": 1, "w": 10}}, "g": {"yes": 0, "no": 4, "variants": {}}, "h": {"yes": 7, "no": 0}}}}"#
+        let compact = #"{"appName":"a","bucket":{"start":"2026-11-28T10:00:00Z","stop":"2026-11-28T10:00:30Z","toggles":{"f":{"yes":2,"no":13,"variants":{"v":1,"w":10}},"g":{"yes":0,"no":4,"variants":{}},"h":{"yes":7,"no":0}}}}"#
+        var checked = 0
+        for body in [spaced, compact] {
+            let original = Array(body.utf8)
+            let (fast, slow) = windows(body)
+            XCTAssertNotNil(fast)
+            XCTAssertEqual(fast?.groups, slow?.groups)
+            let from = original.count - (body.count - body.distance(from: body.startIndex, to: body.range(of: "toggles")!.lowerBound))
+            var variants: [[UInt8]] = []
+            for k in from..<original.count {
+                var cut = original; cut.removeSubrange(k...)
+                var deleted = original; deleted.remove(at: k)
+                variants += [cut, deleted]
+                for b in Array(" ,:{}\"0a9-.".utf8) where b != original[k] {
+                    var changed = original; changed[k] = b
+                    variants.append(changed)
+                }
+            }
+            for v in variants {
+                let text = String(decoding: v, as: UTF8.self)
+                let (fast, slow) = windows(text)
+                guard let fast else { continue }
+                checked += 1
+                XCTAssertEqual(fast.groups, slow?.groups, text)
+                XCTAssertEqual(fast.keyCount, slow?.keyCount, text)
+            }
+        }
+        XCTAssertGreaterThan(checked, 100, "some changed posts are still ones the fast path takes")
+    }
+
     /// Past the scanner's initial room (256 toggles and 256 variants) its lists grow; a
     /// large post must still merge exactly as the full decoder reads it.
     func testLargePostGrowsTheScratchListsAndMergesTheSame() {
