@@ -3,6 +3,11 @@
 /// scanner computed the hash), allocates nothing, and retains nothing; only a new name is
 /// copied in. Measured against `Dictionary<FeatureName, _>`, whose every lookup seeds and
 /// finalises a SipHash `Hasher` and retains the stored key's String to compare it.
+///
+/// Entries, slots and name bytes live in one allocation after a small header, so a table of a
+/// few variants is one or two cache lines, and a lookup is straight-line code over raw
+/// pointers. The table is a value: storage shared by two copies is copied before either
+/// changes it.
 public struct FeatureTable<Value>: Sequence {
     struct Entry {
         var hash: UInt64
@@ -11,84 +16,168 @@ public struct FeatureTable<Value>: Sequence {
         var value: Value
     }
 
-    private var entries: [Entry] = []
-    /// Indices into `entries`, -1 for an empty slot; a power of two, at most half full.
-    private var slots: [Int32] = []
-    private var arena: [UInt8] = []
+    struct Header {
+        var count = 0
+        /// Room for this many entries.
+        var capacity: Int
+        /// A power of two, at most half full; 0 for a small table, searched in order.
+        var slotCount: Int
+        var arenaCount = 0
+        var arenaCapacity: Int
+    }
+
+    /// The header, then `capacity` entries, `slotCount` slots (entry indices, -1 for empty)
+    /// and `arenaCapacity` name bytes.
+    final class Storage: ManagedBuffer<Header, UInt8> {
+        deinit {
+            _ = withUnsafeMutablePointers { h, tail in
+                FeatureTable.entries(tail).deinitialize(count: h.pointee.count)
+            }
+        }
+    }
+
+    private var storage: Storage?
 
     public init() {}
 
-    public var count: Int { entries.count }
-    public var isEmpty: Bool { entries.isEmpty }
-
-    @inline(__always)
-    private func slot(for hash: UInt64, mask: Int) -> Int {
-        // The product's high bits depend on every bit of the hash.
-        Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
-    }
+    public var count: Int { storage?.header.count ?? 0 }
+    public var isEmpty: Bool { count == 0 }
 
     /// Up to this many names a table has no slots and is searched in order: most features
     /// have one to three variants, and a slot array per feature cost memory and a cache miss
     /// per lookup.
     static var smallLimit: Int { 8 }
 
-    /// The entry holding `bytes`, or the empty slot where it would go (-1 in a small table).
-    private func find(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64) -> (slot: Int, entry: Int?) {
-        entries.withUnsafeBufferPointer { es in
-            arena.withUnsafeBufferPointer { ar in
-                @inline(__always) func holds(_ entry: Entry) -> Bool {
-                    entry.hash == hash && Int(entry.length) == bytes.count
-                        && (bytes.count == 0 || sameBytes(ar.baseAddress! + Int(entry.start), bytes.baseAddress!, bytes.count))
-                }
-                guard !slots.isEmpty else {
-                    for e in es.indices where holds(es[e]) { return (-1, e) }
-                    return (-1, nil)
-                }
-                let mask = slots.count - 1
-                var i = slot(for: hash, mask: mask)
-                return slots.withUnsafeBufferPointer { ss in
-                    while true {
-                        let e = Int(ss[i])
-                        if e < 0 { return (i, nil) }
-                        if holds(es[e]) { return (i, e) }
-                        i = (i + 1) & mask
+    @inline(__always)
+    static func entries(_ tail: UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<Entry> {
+        UnsafeMutableRawPointer(tail).alignedUp(for: Entry.self).assumingMemoryBound(to: Entry.self)
+    }
+
+    @inline(__always)
+    static func slots(_ h: UnsafeMutablePointer<Header>, _ tail: UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<Int32> {
+        UnsafeMutableRawPointer(entries(tail) + h.pointee.capacity).assumingMemoryBound(to: Int32.self)
+    }
+
+    @inline(__always)
+    static func arena(_ h: UnsafeMutablePointer<Header>, _ tail: UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<UInt8> {
+        UnsafeMutableRawPointer(slots(h, tail) + h.pointee.slotCount).assumingMemoryBound(to: UInt8.self)
+    }
+
+    @inline(__always)
+    private static func slot(for hash: UInt64, mask: Int) -> Int {
+        // The product's high bits depend on every bit of the hash.
+        Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+    }
+
+    /// The index of the entry holding `bytes`, or nil.
+    @inline(__always)
+    private static func find(_ h: UnsafeMutablePointer<Header>, _ tail: UnsafeMutablePointer<UInt8>,
+                             _ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64) -> Int? {
+        let es = entries(tail), ar = arena(h, tail)
+        @inline(__always) func holds(_ e: Int) -> Bool {
+            es[e].hash == hash && Int(es[e].length) == bytes.count
+                && (bytes.count == 0 || sameBytes(ar + Int(es[e].start), bytes.baseAddress!, bytes.count))
+        }
+        let slotCount = h.pointee.slotCount
+        guard slotCount > 0 else {
+            for e in 0..<h.pointee.count where holds(e) { return e }
+            return nil
+        }
+        let ss = slots(h, tail), mask = slotCount - 1
+        var i = slot(for: hash, mask: mask)
+        while true {
+            let e = Int(ss[i])
+            if e < 0 { return nil }
+            if holds(e) { return e }
+            i = (i + 1) & mask
+        }
+    }
+
+    private func find(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64) -> Int? {
+        storage?.withUnsafeMutablePointers { h, tail in Self.find(h, tail, bytes, hash: hash) }
+    }
+
+    /// New storage with room for `capacity` entries and `arenaCapacity` bytes, holding a copy
+    /// of `old`'s entries (moved out of it when `moving`).
+    private static func make(capacity: Int, arenaCapacity: Int, from old: Storage?, moving: Bool) -> Storage {
+        let slotCount = capacity > smallLimit ? 2 * capacity : 0
+        let bytes = MemoryLayout<Entry>.alignment + capacity * MemoryLayout<Entry>.stride
+            + slotCount * MemoryLayout<Int32>.stride + arenaCapacity
+        let made = unsafeDowncast(Storage.create(minimumCapacity: bytes) { _ in
+            Header(capacity: capacity, slotCount: slotCount, arenaCapacity: arenaCapacity)
+        }, to: Storage.self)
+        made.withUnsafeMutablePointers { h, tail in
+            let es = entries(tail)
+            if slotCount > 0 { slots(h, tail).initialize(repeating: -1, count: slotCount) }
+            if let old {
+                old.withUnsafeMutablePointers { oh, otail in
+                    let n = oh.pointee.count
+                    if moving {
+                        es.moveInitialize(from: entries(otail), count: n)
+                        oh.pointee.count = 0
+                    } else {
+                        es.initialize(from: entries(otail), count: n)
                     }
+                    arena(h, tail).update(from: arena(oh, otail), count: oh.pointee.arenaCount)
+                    h.pointee.count = n
+                    h.pointee.arenaCount = oh.pointee.arenaCount
+                }
+            }
+            if slotCount > 0 {
+                let ss = slots(h, tail), mask = slotCount - 1
+                for e in 0..<h.pointee.count {
+                    var i = slot(for: es[e].hash, mask: mask)
+                    while ss[i] >= 0 { i = (i + 1) & mask }
+                    ss[i] = Int32(e)
                 }
             }
         }
-    }
-
-    /// Slots for every entry, at most half full.
-    private mutating func grow() {
-        var capacity = Swift.max(16, slots.count * 2)
-        while capacity < 2 * (entries.count + 1) { capacity *= 2 }
-        slots = [Int32](repeating: -1, count: capacity)
-        let mask = capacity - 1
-        for (n, e) in entries.enumerated() {
-            var i = slot(for: e.hash, mask: mask)
-            while slots[i] >= 0 { i = (i + 1) & mask }
-            slots[i] = Int32(n)
-        }
+        return made
     }
 
     private mutating func insert(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64, _ value: Value) {
-        if !slots.isEmpty || entries.count >= Self.smallLimit {
-            if (entries.count + 1) * 2 > slots.count { grow() }
-            let i = find(bytes, hash: hash).slot
-            slots[i] = Int32(entries.count)
+        let (count, capacity, arenaCount, arenaCapacity) = storage.map {
+            ($0.header.count, $0.header.capacity, $0.header.arenaCount, $0.header.arenaCapacity)
+        } ?? (0, 0, 0, 0)
+        if count == capacity || arenaCount + bytes.count > arenaCapacity {
+            let arenaFull = arenaCount + bytes.count > arenaCapacity
+            storage = Self.make(capacity: count == capacity ? Swift.max(2, 2 * capacity) : capacity,
+                                arenaCapacity: arenaFull ? Swift.max(2 * arenaCapacity, arenaCount + 2 * bytes.count, 16) : arenaCapacity,
+                                from: storage, moving: isKnownUniquelyReferenced(&storage))
+        } else if !isKnownUniquelyReferenced(&storage) {
+            storage = Self.make(capacity: capacity, arenaCapacity: arenaCapacity, from: storage, moving: false)
         }
-        entries.append(Entry(hash: hash, start: Int32(arena.count), length: Int32(bytes.count), value: value))
-        arena.append(contentsOf: bytes)
+        storage!.withUnsafeMutablePointers { h, tail in
+            let n = h.pointee.count, start = h.pointee.arenaCount
+            if bytes.count > 0 { (Self.arena(h, tail) + start).update(from: bytes.baseAddress!, count: bytes.count) }
+            (Self.entries(tail) + n).initialize(to: Entry(hash: hash, start: Int32(start), length: Int32(bytes.count), value: value))
+            if h.pointee.slotCount > 0 {
+                let ss = Self.slots(h, tail), mask = h.pointee.slotCount - 1
+                var i = Self.slot(for: hash, mask: mask)
+                while ss[i] >= 0 { i = (i + 1) & mask }
+                ss[i] = Int32(n)
+            }
+            h.pointee.count = n + 1
+            h.pointee.arenaCount = start + bytes.count
+        }
     }
 
-    /// Changes the value for the name in `bytes` (hashed with `FeatureName.hash`) in place, or
-    /// adds it as `initial()` changed by `change`. Returns whether it was added.
-    @discardableResult
+    /// Changes the value for the name in `bytes` (hashed with `NameHash`) in place, or adds it
+    /// as `initial()` changed by `change`. Returns whether it was added.
+    @discardableResult @inline(__always)
     public mutating func update(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64, initial: () -> Value,
                                 _ change: (inout Value) -> Void) -> Bool {
-        if let e = find(bytes, hash: hash).entry {
-            change(&entries[e].value)
-            return false
+        if storage != nil {
+            if !isKnownUniquelyReferenced(&storage) {
+                storage = Self.make(capacity: storage!.header.capacity, arenaCapacity: storage!.header.arenaCapacity,
+                                    from: storage, moving: false)
+            }
+            let found = storage!.withUnsafeMutablePointers { h, tail -> Bool in
+                guard let e = Self.find(h, tail, bytes, hash: hash) else { return false }
+                change(&Self.entries(tail)[e].value)
+                return true
+            }
+            if found { return false }
         }
         var v = initial()
         change(&v)
@@ -96,10 +185,18 @@ public struct FeatureTable<Value>: Sequence {
         return true
     }
 
-    public func contains(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64) -> Bool { find(bytes, hash: hash).entry != nil }
+    public func contains(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64) -> Bool { find(bytes, hash: hash) != nil }
+
+    /// The entry at `index` (in the order names were added): its name's bytes and its value.
+    private func withEntry<T>(_ index: Int, _ body: (UnsafeBufferPointer<UInt8>, UInt64, Value) -> T) -> T {
+        storage!.withUnsafeMutablePointers { h, tail in
+            let e = Self.entries(tail)[index]
+            return body(UnsafeBufferPointer(start: Self.arena(h, tail) + Int(e.start), count: Int(e.length)), e.hash, e.value)
+        }
+    }
 
     public subscript(name: FeatureName) -> Value? {
-        get { name.withBytes { b in find(b, hash: name.nameHash).entry.map { entries[$0].value } } }
+        get { name.withBytes { b in find(b, hash: name.nameHash).map { e in withEntry(e) { $2 } } } }
         set {
             guard let newValue else { preconditionFailure("names are never removed from a window") }
             _ = name.withBytes { b in update(b, hash: name.nameHash, initial: { newValue }) { $0 = newValue } }
@@ -111,13 +208,11 @@ public struct FeatureTable<Value>: Sequence {
         var position = 0
 
         public mutating func next() -> (key: FeatureName, value: Value)? {
-            guard position < table.entries.count else { return nil }
+            guard position < table.count else { return nil }
             defer { position += 1 }
-            let e = table.entries[position]
-            let name = table.arena[Int(e.start)..<Int(e.start + e.length)].withUnsafeBufferPointer {
-                String(decoding: $0, as: UTF8.self)
+            return table.withEntry(position) { bytes, hash, value in
+                (FeatureName(String(decoding: bytes, as: UTF8.self), hash: hash), value)
             }
-            return (FeatureName(name, hash: e.hash), e.value)
         }
     }
 
@@ -127,9 +222,7 @@ public struct FeatureTable<Value>: Sequence {
     /// Each name's bytes and its value, in the order names were first added, without making
     /// a String of the name.
     func forEachName(_ body: (UnsafeBufferPointer<UInt8>, Value) -> Void) {
-        arena.withUnsafeBufferPointer { ar in
-            for e in entries { body(UnsafeBufferPointer(rebasing: ar[Int(e.start)..<Int(e.start + e.length)]), e.value) }
-        }
+        for i in 0..<count { withEntry(i) { bytes, _, value in body(bytes, value) } }
     }
 }
 
@@ -144,16 +237,15 @@ extension FeatureTable: Equatable where Value: Equatable {
     /// The same names with the same values, in any order.
     public static func == (a: FeatureTable, b: FeatureTable) -> Bool {
         guard a.count == b.count else { return false }
-        return a.entries.allSatisfy { e in
-            a.arena[Int(e.start)..<Int(e.start + e.length)].withUnsafeBufferPointer { bytes in
-                b.find(bytes, hash: e.hash).entry.map { b.entries[$0].value == e.value } ?? false
-            }
+        return (0..<a.count).allSatisfy { i in
+            a.withEntry(i) { bytes, hash, value in b.find(bytes, hash: hash).map { b.withEntry($0) { $2 } == value } ?? false }
         }
     }
 }
 
-extension FeatureTable: Sendable where Value: Sendable {}
-extension FeatureTable.Entry: Sendable where Value: Sendable {}
+// A value type: its storage is only changed when not shared (copied first otherwise), so
+// copies on different threads never touch the same memory.
+extension FeatureTable: @unchecked Sendable where Value: Sendable {}
 
 /// Whether `count` bytes at `a` and `b` are equal: a word at a time (names are short, and a
 /// call to memcmp cost more than the comparison).

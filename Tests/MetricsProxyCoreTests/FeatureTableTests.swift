@@ -53,4 +53,31 @@ final class FeatureTableTests: XCTestCase {
         b["x"] = 1
         XCTAssertEqual(a, b)
     }
+    /// A table is a value: a copy changed (a count, a new name, growth past the small size)
+    /// leaves the original as it was, and the other way round.
+    func testCopiesAreIndependent() {
+        var a = FeatureTable<Int>()
+        for i in 0..<5 { _ = update(&a, "flag-\(i)", i) }
+        var b = a
+        _ = update(&b, "flag-0", 100)
+        _ = update(&b, "new", 1)
+        XCTAssertEqual(a["flag-0"], 0)
+        XCTAssertNil(a["new"])
+        XCTAssertEqual(b["flag-0"], 100)
+        for i in 0..<40 { _ = update(&b, "grown-\(i)", 1) }
+        XCTAssertEqual(a.count, 5)
+        XCTAssertEqual(b.count, 46)
+        var c = b
+        _ = update(&b, "grown-3", 5)
+        XCTAssertEqual(c["grown-3"], 1)
+        XCTAssertEqual(b["grown-3"], 6)
+        _ = update(&c, "grown-39", 2)
+        XCTAssertEqual(b["grown-39"], 1)
+        XCTAssertEqual(c["grown-39"], 3)
+        var nested = FeatureTable<FeatureTable<Int>>()
+        var n = "outer"
+        n.withUTF8 { bytes in _ = nested.update(bytes, hash: NameHash.of(bytes), initial: { a }) { _ = self.update(&$0, "flag-1", 10) } }
+        XCTAssertEqual(a["flag-1"], 1, "the copy stored in another table changed, not the original")
+        XCTAssertEqual(nested["outer"]?["flag-1"], 11)
+    }
 }
