@@ -21,6 +21,8 @@ public struct FastPost {
     var sdkVersion: Range<Int>?, platformName: Range<Int>?, platformVersion: Range<Int>?
     var yggdrasilVersion: Range<Int>?, specVersion: Range<Int>?, connectionId: Range<Int>?
     var start: Int64 = 0, stop: Int64 = 0
+    /// The longest toggle or variant name, in bytes (for `PostLimits`).
+    var longestName = 0
     /// Reused storage: appending checks no uniqueness and copies nothing.
     let toggles = ScratchList<Toggle>(capacity: 256)
     let variants = ScratchList<Variant>(capacity: 256)
@@ -52,6 +54,12 @@ final class ScratchList<Element>: RandomAccessCollection {
     subscript(i: Int) -> Element {
         precondition(i >= 0 && i < count, "index out of range")
         return storage[i]
+    }
+
+    /// The elements as a buffer, valid during `body` (no bounds check per element).
+    @inline(__always)
+    func withElements<T>(_ body: (UnsafeBufferPointer<Element>) -> T) -> T {
+        body(UnsafeBufferPointer(start: storage, count: count))
     }
 
     @inline(__always)
@@ -90,6 +98,7 @@ public enum FastPostScanner {
     public static func scan(_ body: UnsafeBufferPointer<UInt8>, into p: inout FastPost) -> Bool {
         p.toggles.removeAll()
         p.variants.removeAll()
+        p.longestName = 0
         p.instanceId = nil
         p.sdkVersion = nil; p.platformName = nil; p.platformVersion = nil
         p.yggdrasilVersion = nil; p.specVersion = nil; p.connectionId = nil
@@ -349,6 +358,7 @@ struct TogglesReader {
             guard at(Self.quote) else { return false }
             i += 1
             guard let (name, hash) = name() else { return false }
+            p.longestName = Swift.max(p.longestName, name.count)
             let afterName = i, firstVariant = p.variants.count
             var t = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: firstVariant..<firstVariant)
             if !shaped(&t, into: &p) {
@@ -432,6 +442,7 @@ struct TogglesReader {
                 }
                 guard let c = count() else { return false }
                 p.variants.append(FastPost.Variant(name: name, hash: hash, count: c))
+                p.longestName = Swift.max(p.longestName, name.count)
                 guard i < n else { return false }
                 if base[i] == Self.close { break }
                 guard base[i] == Self.comma else { return false }
@@ -503,6 +514,7 @@ struct TogglesReader {
             i += 1
             guard let (name, hash) = name(), expect(Self.colon), let c = count() else { return nil }
             p.variants.append(FastPost.Variant(name: name, hash: hash, count: c))
+            p.longestName = Swift.max(p.longestName, name.count)
             guard let more = another() else { return nil }
             if !more { return from..<p.variants.count }
         }

@@ -32,9 +32,7 @@ public struct PostLimits: Sendable, Equatable {
         func fits(_ r: Range<Int>?) -> Bool { (r?.count ?? 0) <= maxNameLength }
         guard fits(p.instanceId), fits(p.sdkVersion), fits(p.platformName), fits(p.platformVersion), fits(p.yggdrasilVersion),
               fits(p.specVersion), fits(p.connectionId) else { return false }
-        for t in p.toggles where t.name.count > maxNameLength { return false }
-        for v in p.variants where v.name.count > maxNameLength { return false }
-        return true
+        return p.longestName <= maxNameLength
     }
 
     /// 413 for too many features, 400 naming the first name that is too long, nil when the

@@ -148,11 +148,13 @@ extension Window.Counts {
         }
     }
 
-    mutating func add(_ t: FastPost.Toggle, _ p: FastPost, _ body: UnsafeBufferPointer<UInt8>) {
+    /// `variants` is the post's variant list, which `t.variants` indexes.
+    @inline(__always)
+    mutating func add(_ t: FastPost.Toggle, _ variantList: UnsafeBufferPointer<FastPost.Variant>, _ body: UnsafeBufferPointer<UInt8>) {
         yes = yes.addingSaturating(t.yes)
         no = no.addingSaturating(t.no)
         for i in t.variants {
-            let v = p.variants[i]
+            let v = variantList[i]
             guard v.count != 0 else { continue }
             variants.update(UnsafeBufferPointer(rebasing: body[v.name]), hash: v.hash, initial: { 0 }) { $0.addSaturating(v.count) }
         }
@@ -202,10 +204,14 @@ extension Window {
             group.start = min(group.start, p.start)
             group.stop = max(group.stop, p.stop)
             let before = group.toggles.count
-            for t in p.toggles where t.yes != 0 || t.no != 0 {
-                // Updated in place; a new name is copied into the table.
-                group.toggles.update(UnsafeBufferPointer(rebasing: body[t.name]), hash: t.hash, initial: { Counts() }) {
-                    $0.add(t, p, body)
+            p.toggles.withElements { toggles in
+                p.variants.withElements { variantList in
+                    for t in toggles where t.yes != 0 || t.no != 0 {
+                        // Updated in place; a new name is copied into the table.
+                        group.toggles.update(UnsafeBufferPointer(rebasing: body[t.name]), hash: t.hash, initial: { Counts() }) {
+                            $0.add(t, variantList, body)
+                        }
+                    }
                 }
             }
             added = group.toggles.count - before

@@ -27,6 +27,10 @@ final class HardeningTests: XCTestCase {
             (Self.post(app: long, #"{"a":{"yes":1}}"#), 400, "/body/appName"),
             (Self.post(instance: long, #"{"a":{"yes":1}}"#), 400, "/body/instanceId"),
             (Self.post(#"{"a":{"yes":1,"variants":{"\#(long)":1}}}"#), 400, "/body/bucket/toggles/a/variants/\(long)"),
+            // The same in the shapes SDKs write (read by the word-matching reader).
+            (Self.post(#"{"a":{"yes":1,"no":0,"variants":{"v":1,"\#(long)":1}}}"#), 400, "/body/bucket/toggles/a/variants/\(long)"),
+            (Self.post(#"{"a": {"yes": 1, "no": 0, "variants": {}}, "\#(long)": {"yes": 1, "no": 0, "variants": {}}}"#), 400,
+             "/body/bucket/toggles/\(long)"),
         ]
         for (body, status, mention) in cases {
             let r = try c.post("/api/client/metrics", json: body, token: tokenA)
