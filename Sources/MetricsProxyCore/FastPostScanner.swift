@@ -93,8 +93,6 @@ final class ScratchList<Element>: RandomAccessCollection {
 /// coercions, null buckets, any error) makes it answer false, and the caller runs the full
 /// decoder, which alone words errors.
 public enum FastPostScanner {
-    private struct Bail: Error {}
-
     public static func scan(_ body: UnsafeBufferPointer<UInt8>, into p: inout FastPost) -> Bool {
         p.toggles.removeAll()
         p.variants.removeAll()
@@ -102,111 +100,20 @@ public enum FastPostScanner {
         p.instanceId = nil
         p.sdkVersion = nil; p.platformName = nil; p.platformVersion = nil
         p.yggdrasilVersion = nil; p.specVersion = nil; p.connectionId = nil
-        var s = JSONScanner(body)
-        do {
-            try top(&s, &p)
-            s.skipWhitespace()
-            return s.isAtEnd
-        } catch {
-            return false
-        }
-    }
-
-    private static func top(_ s: inout JSONScanner, _ p: inout FastPost) throws {
-        guard try s.peekKind() == .object else { throw Bail() }
-        try s.expect(UInt8(ascii: "{"))
-        var first = true, sawApp = false, sawBucket = false
-        while try s.nextMember(first: first) {
-            first = false
-            let key = try s.readKey()
-            guard !key.escaped else { throw Bail() }
-            let k = key.raw
-            if k.equals("appName") { p.appName = try plainString(&s); sawApp = true }
-            else if k.equals("instanceId") { p.instanceId = try plainString(&s) }
-            else if k.equals("bucket") {
-                guard !sawBucket else { throw Bail() }
-                sawBucket = true
-                try bucket(&s, &p)
-            }
-            else if k.equals("sdkVersion") { p.sdkVersion = try plainString(&s) }
-            else if k.equals("platformName") { p.platformName = try plainString(&s) }
-            else if k.equals("platformVersion") { p.platformVersion = try plainString(&s) }
-            else if k.equals("yggdrasilVersion") { p.yggdrasilVersion = try plainString(&s) }
-            else if k.equals("specVersion") { p.specVersion = try plainString(&s) }
-            else if k.equals("connectionId") { p.connectionId = try plainString(&s) }
-            else if k.equals("sdkFlavor") || k.equals("sdkFlavorVersion") { throw Bail() }
-            else { try s.skipValue() }
-        }
-        guard sawApp, !p.appName.isEmpty, sawBucket else { throw Bail() }
-    }
-
-    /// A string without escapes, as a byte range.
-    private static func plainString(_ s: inout JSONScanner) throws -> Range<Int> {
-        guard try s.peekKind() == .string else { throw Bail() }
-        let (raw, escaped) = try s.readRawString()
-        guard !escaped else { throw Bail() }
-        return raw.startIndex..<raw.endIndex
-    }
-
-    private static func bucket(_ s: inout JSONScanner, _ p: inout FastPost) throws {
-        guard try s.peekKind() == .object else { throw Bail() }
-        try s.expect(UInt8(ascii: "{"))
-        var first = true
-        var start: Int64?, stop: Int64?, sawToggles = false
-        while try s.nextMember(first: first) {
-            first = false
-            let key = try s.readKey()
-            guard !key.escaped else { throw Bail() }
-            if key.raw.equals("start") {
-                guard start == nil else { throw Bail() }
-                start = try date(&s)
-            } else if key.raw.equals("stop") {
-                guard stop == nil else { throw Bail() }
-                stop = try date(&s)
-            } else if key.raw.equals("toggles") {
-                guard !sawToggles else { throw Bail() }
-                sawToggles = true
-                try toggles(&s, &p)
-            } else {
-                try s.skipValue()
-            }
-        }
-        guard let start, let stop, sawToggles else { throw Bail() }
-        p.start = start
-        p.stop = stop
-    }
-
-    private static func date(_ s: inout JSONScanner) throws -> Int64 {
-        switch try s.peekKind() {
-        case .string:
-            let (raw, escaped) = try s.readRawString()
-            guard !escaped, let ms = Timestamp.parse(rfc3339: raw) else { throw Bail() }
-            return ms
-        case .number:
-            let n = try s.readNumber()
-            guard n.isIntegerLiteral, n.text.count <= 17 else { throw Bail() }
-            let d = n.doubleValue
-            guard abs(d) <= Double(Timestamp.maxMillis) else { throw Bail() }
-            return Int64(d)
-        default:
-            throw Bail()
-        }
-    }
-
-    private static func toggles(_ s: inout JSONScanner, _ p: inout FastPost) throws {
-        guard try s.peekKind() == .object, let base = s.bytes.baseAddress else { throw Bail() }
-        var r = TogglesReader(base: base, count: s.bytes.count, at: s.position + 1)
-        guard r.readToggles(into: &p, scanner: s) else { throw Bail() }
-        s.position = r.i
+        guard let base = body.baseAddress else { return false }
+        var r = PostReader(base: base, count: body.count, at: 0)
+        guard r.readPost(into: &p, scanner: JSONScanner(body)) else { return false }
+        r.skipWhitespace()
+        return r.i == body.count
     }
 }
 
-/// The toggles object, the bulk of every post, read in one loop over raw bytes: each name a
-/// word at a time (its `NameHash` computed on the way), the keys SDKs send (`yes`, `no`,
-/// `variants`) matched as words, counts parsed in place. Anything unusual makes it answer
-/// false and the full decoder reads the body; only a toggle's unknown keys are skipped, with
-/// the general scanner.
-struct TogglesReader {
+/// A post read in one loop over raw bytes. The toggles object, the bulk of every post: each
+/// name a word at a time (its `NameHash` computed on the way), each toggle's counts matched
+/// against the shape SDKs write, counts parsed in place. The top level and the bucket: keys
+/// told apart by length, then compared. Anything unusual makes it answer false and the full
+/// decoder reads the body; only unknown keys are skipped, with the general scanner.
+struct PostReader {
     let base: UnsafePointer<UInt8>
     let n: Int
     /// The next byte to read.
@@ -228,7 +135,7 @@ struct TogglesReader {
     private func at(_ b: UInt8) -> Bool { i < n && base[i] == b }
 
     @inline(__always)
-    private mutating func skipWhitespace() {
+    mutating func skipWhitespace() {
         while i < n {
             let b = base[i]
             guard b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 else { return }
@@ -290,6 +197,22 @@ struct TogglesReader {
     mutating func count() -> Int64? {
         let start = i
         var v: Int64 = 0
+        if n - i >= 3 {
+            // One or two digits, most counts in a minute's bucket.
+            let d0 = base[i] &- UInt8(ascii: "0"), d1 = base[i + 1] &- UInt8(ascii: "0")
+            if d0 < 10, d1 >= 10 {
+                let b = base[i + 1]
+                guard b != UInt8(ascii: "."), b | 0x20 != UInt8(ascii: "e") else { return nil }
+                i += 1
+                return Int64(d0)
+            }
+            if d0 &- 1 < 9, d1 < 10, base[i + 2] &- UInt8(ascii: "0") >= 10 {
+                let b = base[i + 2]
+                guard b != UInt8(ascii: "."), b | 0x20 != UInt8(ascii: "e") else { return nil }
+                i += 2
+                return Int64(d0) &* 10 &+ Int64(d1)
+            }
+        }
         if n - i >= 8 {
             // Up to seven digits (nearly every count) found and converted a word at a time.
             let w = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian
@@ -348,6 +271,145 @@ struct TogglesReader {
         if base[i] == Self.comma { i += 1; skipWhitespace(); return true }
         if base[i] == Self.close { i += 1; return false }
         return nil
+    }
+
+    /// The whole post: its top-level object, with `appName` (not empty) and a `bucket`.
+    mutating func readPost(into p: inout FastPost, scanner: JSONScanner) -> Bool {
+        var sawApp = false, sawBucket = false
+        let complete = members(scanner) { r, key in
+            switch key.count {
+            case 6 where r.keyIs(key, "bucket"):
+                guard !sawBucket else { return false }
+                sawBucket = true
+                return r.bucket(into: &p, scanner: scanner)
+            case 7 where r.keyIs(key, "appName"):
+                guard let v = r.plainString() else { return false }
+                p.appName = v
+                sawApp = true
+            case 10 where r.keyIs(key, "instanceId"): p.instanceId = r.plainString(); return p.instanceId != nil
+            case 10 where r.keyIs(key, "sdkVersion"): p.sdkVersion = r.plainString(); return p.sdkVersion != nil
+            case 12 where r.keyIs(key, "platformName"): p.platformName = r.plainString(); return p.platformName != nil
+            case 12 where r.keyIs(key, "connectionId"): p.connectionId = r.plainString(); return p.connectionId != nil
+            case 15 where r.keyIs(key, "platformVersion"): p.platformVersion = r.plainString(); return p.platformVersion != nil
+            case 16 where r.keyIs(key, "yggdrasilVersion"): p.yggdrasilVersion = r.plainString(); return p.yggdrasilVersion != nil
+            case 11 where r.keyIs(key, "specVersion"): p.specVersion = r.plainString(); return p.specVersion != nil
+            // The full decoder keeps these; the fast path has nowhere to put them.
+            case 9 where r.keyIs(key, "sdkFlavor"): return false
+            case 16 where r.keyIs(key, "sdkFlavorVersion"): return false
+            default: return r.skipValue(scanner)
+            }
+            return true
+        }
+        return complete && sawApp && !p.appName.isEmpty && sawBucket
+    }
+
+    /// The bucket object: `start` and `stop` (each once) and `toggles` (once).
+    private mutating func bucket(into p: inout FastPost, scanner: JSONScanner) -> Bool {
+        var start: Int64?, stop: Int64?, sawToggles = false
+        let complete = members(scanner) { r, key in
+            switch key.count {
+            case 5 where r.keyIs(key, "start"):
+                guard start == nil else { return false }
+                start = r.date(scanner)
+                return start != nil
+            case 4 where r.keyIs(key, "stop"):
+                guard stop == nil else { return false }
+                stop = r.date(scanner)
+                return stop != nil
+            case 7 where r.keyIs(key, "toggles"):
+                guard !sawToggles, r.at(Self.open) else { return false }
+                sawToggles = true
+                r.i += 1
+                return r.readToggles(into: &p, scanner: scanner)
+            default:
+                return r.skipValue(scanner)
+            }
+        }
+        guard complete, let start, let stop, sawToggles else { return false }
+        p.start = start
+        p.stop = stop
+        return true
+    }
+
+    /// An object's members, each key (a plain string) handed to `member` with `i` at its
+    /// value, which `member` reads (true) or refuses (false).
+    @inline(__always)
+    private mutating func members(_ scanner: JSONScanner, _ member: (inout PostReader, Range<Int>) -> Bool) -> Bool {
+        skipWhitespace()
+        guard at(Self.open) else { return false }
+        i += 1
+        skipWhitespace()
+        if at(Self.close) {
+            i += 1
+            return true
+        }
+        while true {
+            guard at(Self.quote) else { return false }
+            i += 1
+            guard let key = rawString(), expect(Self.colon), member(&self, key), let more = another() else { return false }
+            if !more { return true }
+        }
+    }
+
+    @inline(__always)
+    private func keyIs(_ key: Range<Int>, _ name: StaticString) -> Bool {
+        sameBytes(base + key.lowerBound, name.utf8Start, key.count)
+    }
+
+    /// After a string's opening quote: its bytes up to the closing quote, which `i` ends past.
+    /// Nil when it has an escape or a control character (the full decoder judges those).
+    private mutating func rawString() -> Range<Int>? {
+        let start = i
+        while n - i >= 8 {
+            let m = SWAR.quoteBackslashOrControl(word(at: i))
+            if m != 0 {
+                i += m.trailingZeroBitCount >> 3
+                break
+            }
+            i += 8
+        }
+        while i < n {
+            let b = base[i]
+            if b == Self.quote {
+                i += 1
+                return start..<i - 1
+            }
+            if b == UInt8(ascii: "\\") || b < 0x20 { return nil }
+            i += 1
+        }
+        return nil
+    }
+
+    /// A string value without escapes, as a byte range.
+    private mutating func plainString() -> Range<Int>? {
+        guard at(Self.quote) else { return nil }
+        i += 1
+        return rawString()
+    }
+
+    /// `start` or `stop`: an RFC 3339 string, or epoch milliseconds as an integer literal.
+    private mutating func date(_ scanner: JSONScanner) -> Int64? {
+        if at(Self.quote) {
+            i += 1
+            guard let r = rawString() else { return nil }
+            return Timestamp.parse(rfc3339: UnsafeBufferPointer(start: base, count: n)[r])
+        }
+        var s = scanner
+        s.position = i
+        guard let number = try? s.readNumber(), number.isIntegerLiteral, number.text.count <= 17 else { return nil }
+        i = s.position
+        let d = number.doubleValue
+        guard abs(d) <= Double(Timestamp.maxMillis) else { return nil }
+        return Int64(d)
+    }
+
+    /// Any value, skipped with the general scanner.
+    private mutating func skipValue(_ scanner: JSONScanner) -> Bool {
+        var s = scanner
+        s.position = i
+        guard (try? s.skipValue()) != nil else { return false }
+        i = s.position
+        return true
     }
 
     /// From just inside the toggles object's '{' to just past its '}'.

@@ -361,13 +361,19 @@ extension Slice where Base == UnsafeBufferPointer<UInt8> {
 enum SWAR {
     static let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
 
+    /// A byte's high bit is set in `x - 0x01…` when it was 0 (or above 0x80), in `w - 0x20…`
+    /// when it was below 0x20 (or above 0x9F); `& ~w` drops bytes above 0x7F. A byte that
+    /// wraps borrows from the next, so only bytes after the first flagged one can be wrong.
     @inline(__always)
     static func quoteBackslashOrControl(_ w: UInt64) -> UInt64 {
         let q = w ^ (0x22 &* ones), b = w ^ (0x5C &* ones)
-        return (((q &- ones) & ~q) | ((b &- ones) & ~b) | ((w &- 0x20 &* ones) & ~w)) & highs
+        return ((q &- ones) | (b &- ones) | (w &- 0x20 &* ones)) & ~w & highs
     }
 
     /// The same, and any byte above 0x7F.
     @inline(__always)
-    static func quoteBackslashControlOrHigh(_ w: UInt64) -> UInt64 { quoteBackslashOrControl(w) | (w & highs) }
+    static func quoteBackslashControlOrHigh(_ w: UInt64) -> UInt64 {
+        let q = w ^ (0x22 &* ones), b = w ^ (0x5C &* ones)
+        return ((q &- ones) | (b &- ones) | (w &- 0x20 &* ones) | w) & highs
+    }
 }

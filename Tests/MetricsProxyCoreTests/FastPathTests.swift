@@ -72,7 +72,7 @@ final class FastPathTests: XCTestCase {
             for trailing in 0...9 {
                 let buffer = [UInt8(ascii: "\"")] + name + [UInt8(ascii: "\"")] + Array(repeating: UInt8(ascii: "}"), count: trailing)
                 buffer.withUnsafeBufferPointer { b in
-                    var r = TogglesReader(base: b.baseAddress!, count: b.count, at: 1)
+                    var r = PostReader(base: b.baseAddress!, count: b.count, at: 1)
                     let read = r.name()
                     XCTAssertEqual(read?.name, 1..<(1 + length), "length \(length), \(trailing) after")
                     XCTAssertEqual(read?.hash, name.withUnsafeBufferPointer { NameHash.of($0) }, "length \(length), \(trailing) after")
@@ -83,7 +83,7 @@ final class FastPathTests: XCTestCase {
                         var bad = buffer
                         bad[1 + position] = special
                         bad.withUnsafeBufferPointer { b in
-                            var r = TogglesReader(base: b.baseAddress!, count: b.count, at: 1)
+                            var r = PostReader(base: b.baseAddress!, count: b.count, at: 1)
                             XCTAssertNil(r.name(), "byte \(special) at \(position) of \(length)")
                         }
                     }
@@ -91,7 +91,7 @@ final class FastPathTests: XCTestCase {
             }
             // No closing quote at all.
             ([UInt8(ascii: "\"")] + name).withUnsafeBufferPointer { b in
-                var r = TogglesReader(base: b.baseAddress!, count: b.count, at: 1)
+                var r = PostReader(base: b.baseAddress!, count: b.count, at: 1)
                 XCTAssertNil(r.name())
             }
         }
@@ -105,7 +105,7 @@ final class FastPathTests: XCTestCase {
         func read(_ text: String) -> (Int64?, Int) {
             let bytes = Array(text.utf8)
             return bytes.withUnsafeBufferPointer { b in
-                var r = TogglesReader(base: b.baseAddress!, count: b.count, at: 0)
+                var r = PostReader(base: b.baseAddress!, count: b.count, at: 0)
                 let v = r.count()
                 return (v, r.i)
             }
@@ -131,15 +131,15 @@ final class FastPathTests: XCTestCase {
         func word(_ text: String) -> UInt64 {
             Array(text.utf8).enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         }
-        XCTAssertEqual(TogglesReader.spacedYes, word(#": {"yes""#))
-        XCTAssertEqual(TogglesReader.spacedColon, word(": "))
-        XCTAssertEqual(TogglesReader.compactYes, word(#":{"yes":"#))
-        XCTAssertEqual(TogglesReader.spacedNo, word(#", "no": "#))
-        XCTAssertEqual(TogglesReader.compactNo, word(#","no":"#))
-        XCTAssertEqual(TogglesReader.spacedVariants0, word(#", "varia"#))
-        XCTAssertEqual(TogglesReader.spacedVariants1, word(#"ants": {"#))
-        XCTAssertEqual(TogglesReader.compactVariants0, word(#","varian"#))
-        XCTAssertEqual(TogglesReader.compactVariants1, word(#"iants":{"#))
+        XCTAssertEqual(PostReader.spacedYes, word(#": {"yes""#))
+        XCTAssertEqual(PostReader.spacedColon, word(": "))
+        XCTAssertEqual(PostReader.compactYes, word(#":{"yes":"#))
+        XCTAssertEqual(PostReader.spacedNo, word(#", "no": "#))
+        XCTAssertEqual(PostReader.compactNo, word(#","no":"#))
+        XCTAssertEqual(PostReader.spacedVariants0, word(#", "varia"#))
+        XCTAssertEqual(PostReader.spacedVariants1, word(#"ants": {"#))
+        XCTAssertEqual(PostReader.compactVariants0, word(#","varian"#))
+        XCTAssertEqual(PostReader.compactVariants1, word(#"iants":{"#))
     }
 
     /// What SDKs write is read by the word-matching reader; every other spelling is left to
@@ -149,7 +149,7 @@ final class FastPathTests: XCTestCase {
             let bytes = Array(("\"f\"" + rest + ", \"next\": {}}").utf8)
             return bytes.withUnsafeBufferPointer { b in
                 var p = FastPost()
-                var r = TogglesReader(base: b.baseAddress!, count: b.count, at: 3)
+                var r = PostReader(base: b.baseAddress!, count: b.count, at: 3)
                 var t = FastPost.Toggle(name: 1..<2, hash: 0, yes: 0, no: 0, variants: 0..<0)
                 guard r.shaped(&t, into: &p) else { return nil }
                 XCTAssertEqual(b[r.i], UInt8(ascii: ","), "stops after the toggle's '}' in \(rest)")
