@@ -137,10 +137,13 @@ final class ConnectionGuard {
         guard let bev = bufferevent_socket_new(base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else { return nil }
         bufferevent_incref(bev)
         let c = Connection(bev: bev)
-        c.inputCallback = evbuffer_add_cb(bufferevent_get_input(bev), { _, info, arg in
+        c.inputCallback = evbuffer_add_cb(bufferevent_get_input(bev), { buffer, info, arg in
             guard let info, info.pointee.n_added > 0 else { return }
             let c = Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue()
             if c.requestStarted == nil { c.requestStarted = monotonicMillis() }
+            // Off until this request has been read: evhttp drains the input a line at a
+            // time, and each change would call back here.
+            if let cb = c.inputCallback { evbuffer_cb_clear_flags(buffer, cb, UInt32(EVBUFFER_CB_ENABLED)) }
         }, Unmanaged.passUnretained(c).toOpaque())
         pending.append(c)
         settle.activateNow()
@@ -190,6 +193,7 @@ final class ConnectionGuard {
     func requestRead(on evcon: OpaquePointer?) {
         guard let evcon, let c = connections[evcon] else { return }
         c.requestStarted = nil
+        if let cb = c.inputCallback { evbuffer_cb_set_flags(bufferevent_get_input(c.bev), cb, UInt32(EVBUFFER_CB_ENABLED)) }
     }
 
     /// Calls `handler` once when `evcon` closes; returns a handle for `cancelOnClose`.

@@ -95,28 +95,33 @@ final class HardeningTests: XCTestCase {
         let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "request_timeout = 1s\nidle_timeout = 30s"))
         let idle = proxy.tcp()
         XCTAssertEqual(try idle.request("GET", "/healthz").status, 200)
-        let drip = proxy.unix()
-        try drip.raw(Array("POST /api/client/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n".utf8),
-                     readResponse: false)
-        let started = Date()
-        var answer: HTTPClient.Response?
-        drip.setReadTimeout(0.2)
-        // One byte every 200 ms: each read is quick, so only the proxy's own deadline ends it.
-        while answer == nil, Date().timeIntervalSince(started) < 6 {
-            _ = try? drip.raw([UInt8(ascii: " ")], readResponse: false)
-            answer = try? drip.readResponse()
-            XCTAssertEqual(try proxy.tcp().request("GET", "/healthz").status, 200, "others are served meanwhile")
+        // On a fresh connection, and on one that has already been answered (the deadline
+        // is armed again for each request).
+        for reused in [false, true] {
+            let drip = proxy.unix()
+            if reused { XCTAssertEqual(try drip.request("GET", "/healthz").status, 200) }
+            try drip.raw(Array("POST /api/client/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n".utf8),
+                         readResponse: false)
+            let started = Date()
+            var answer: HTTPClient.Response?
+            drip.setReadTimeout(0.2)
+            // One byte every 200 ms: each read is quick, so only the proxy's own deadline ends it.
+            while answer == nil, Date().timeIntervalSince(started) < 6 {
+                _ = try? drip.raw([UInt8(ascii: " ")], readResponse: false)
+                answer = try? drip.readResponse()
+                XCTAssertEqual(try proxy.tcp().request("GET", "/healthz").status, 200, "others are served meanwhile")
+            }
+            let elapsed = Date().timeIntervalSince(started)
+            XCTAssertEqual(answer?.status, 408, reused ? "reused connection" : "fresh connection")
+            XCTAssertGreaterThanOrEqual(elapsed, 0.9)
+            XCTAssertLessThan(elapsed, 3.5)
+            drip.setReadTimeout(2)
+            XCTAssertTrue(drip.serverClosed())
         }
-        let elapsed = Date().timeIntervalSince(started)
-        XCTAssertEqual(answer?.status, 408)
-        XCTAssertGreaterThanOrEqual(elapsed, 0.9)
-        XCTAssertLessThan(elapsed, 3.5)
-        drip.setReadTimeout(2)
-        XCTAssertTrue(drip.serverClosed())
         // An idle keep-alive connection is not a slow request: idle_timeout governs it.
         Thread.sleep(forTimeInterval: 1.5)
         XCTAssertEqual(try idle.request("GET", "/healthz").status, 200)
-        XCTAssertEqual(value(try scrape(proxy), "metrics_proxy_requests_timed_out_total"), 1)
+        XCTAssertEqual(value(try scrape(proxy), "metrics_proxy_requests_timed_out_total"), 2)
     }
 
     func testAtTheConnectionCapAcceptingPausesUntilOneCloses() throws {
