@@ -195,8 +195,6 @@ struct PostReader {
     /// digits, or not a number at all).
     @inline(__always)
     mutating func count() -> Int64? {
-        let start = i
-        var v: Int64 = 0
         if n - i >= 3 {
             // One or two digits, most counts in a minute's bucket.
             let d0 = base[i] &- UInt8(ascii: "0"), d1 = base[i + 1] &- UInt8(ascii: "0")
@@ -213,6 +211,14 @@ struct PostReader {
                 return Int64(d0) &* 10 &+ Int64(d1)
             }
         }
+        return longerCount()
+    }
+
+    /// `count` past one or two digits (kept out of line so the short case inlines).
+    @inline(never)
+    private mutating func longerCount() -> Int64? {
+        let start = i
+        var v: Int64 = 0
         if n - i >= 8 {
             // Up to seven digits (nearly every count) found and converted a word at a time.
             let w = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian
