@@ -75,11 +75,15 @@ def stop(p):
         p.kill()
 
 
-def wrk(port, bodies):
+def wrk(port, bodies, cpus=None):
     env = dict(os.environ, BODIES=bodies)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     r = subprocess.run(["wrk", "-t2", "-c50", f"-d{DURATION}", "--latency", "-s", "Benchmarks/post.lua",
-                        f"http://127.0.0.1:{port}/api/client/metrics"], env=env, capture_output=True, text=True)
+                        f"http://127.0.0.1:{port}/api/client/metrics"], env=env, capture_output=True, text=True,
+                       preexec_fn=pin)
     text = r.stdout
+    if cpus:
+        return int(re.search(r"(\d+) requests in", text).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     lat = {}
     for pct, val, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M):
@@ -87,6 +91,19 @@ def wrk(port, bodies):
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     errors = int(non2xx.group(1)) if non2xx else 0
     return rps, lat, errors
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pin(pid, cpus):
+    """Moves every thread of a process to `cpus`."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
 
 
 def scrape(port, name):
@@ -138,6 +155,34 @@ print("|---|---|---|---|---|")
 for r in rows:
     print(f"| {r[0]} | {r[9]:.0f} | {r[10]:.2f} | {r[11]:.2f} | {r[12]:.2f} |")
 report["throughput"] = rows
+
+# 1b. What each post costs the server in CPU, with the server alone on CPU 0 and wrk on the
+# others: the scheduler no longer decides how the two cores are shared, so this varies far
+# less between runs than the throughput above. 50-toggle bodies, alternating rounds, medians.
+everything = os.sched_getaffinity(0)
+if len(everything) >= 2:
+    server_cpu, client_cpus = {min(everything)}, everything - {min(everything)}
+    bodies = os.path.join(a.bodies, "bodies-50.tsv")
+    servers = [("baseline", base, base_port), ("tuned baseline", tuned, tuned_port), ("proxy", proxy, proxy_port)]
+    for _, proc, _ in servers:
+        pin(proc.pid, server_cpu)
+    costs = {name: [] for name, _, _ in servers}
+    for _ in range(ROUNDS):
+        for name, proc, port in servers:
+            before = cpu_seconds(proc.pid)
+            requests = wrk(port, bodies, cpus=client_cpus)
+            costs[name].append((cpu_seconds(proc.pid) - before) * 1e6 / max(1, requests))
+    for _, proc, _ in servers:
+        pin(proc.pid, everything)
+    us = {name: statistics.median(v) for name, v in costs.items()}
+    print(f"\nServer CPU per 50-toggle post, server pinned to CPU {min(everything)}, wrk on the others "
+          f"(median of {ROUNDS}; lower is better):\n")
+    print("| server | µs per post | baseline ÷ this (as a throughput ratio) |")
+    print("|---|---|---|")
+    for name, _, _ in servers:
+        runs = ", ".join(f"{v:.1f}" for v in costs[name])
+        print(f"| {name} | {us[name]:.1f} ({runs}) | {us['baseline'] / us[name]:.2f} |")
+    report["cpu_per_post_us"] = costs
 for b in (base, tuned):
     b.send_signal(signal.SIGTERM)
     b.wait()

@@ -2,7 +2,8 @@
 # The benchmark, one command from a clean clone:  bash Benchmarks/run.sh
 # Builds metrics-proxy in release mode and the bare libevent baseline, then drives both with
 # identical wrk load, alternately (the baseline also with the epoll change list the proxy uses),
-# and measures memory, window close and start-up.
+# then the server CPU each 50-toggle post costs with the server pinned to one CPU and wrk on the
+# others, and measures memory, window close and start-up.
 # Loopback only; every loop is bounded. Knobs: DURATION (10s), ROUNDS (3), POSTS (1000000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
