@@ -28,6 +28,7 @@ public final class Daemon {
     private let telemetry: Telemetry
     /// Scratch space of the fast decoder, reused for every post.
     private var fastPost = FastPost()
+    private let date = HTTPDate()
 
     /// Batches the spool could not take wait in memory up to this many bytes.
     static let memoryOutboxMaxBytes = 64 << 20
@@ -164,7 +165,7 @@ public final class Daemon {
         switch outcome {
         case .fastMetrics:
             postsInWindow += 1
-            req.reply(202)
+            req.replyAccepted(date: date)
         case .metrics(var post, let token):
             // SDK headers fill what the body leaves out (the Python SDK sends no sdkVersion).
             if post.sdk.sdkVersion == nil { post.sdk.sdkVersion = req.header("unleash-sdk") }

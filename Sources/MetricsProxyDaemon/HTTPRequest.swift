@@ -138,6 +138,16 @@ struct HTTPRequest {
         evbuffer_free(buf)
     }
 
+    /// The answer to an accepted post: 202 with no body. Its Date and Content-Length headers
+    /// are added here, from a Date line formatted once a second, so evhttp does not format
+    /// either per reply (the bytes sent are the same).
+    func replyAccepted(date: HTTPDate) {
+        let out = evhttp_request_get_output_headers(raw)
+        evhttp_add_header(out, "Date", date.current())
+        evhttp_add_header(out, "Content-Length", "0")
+        evhttp_send_reply(raw, 202, "Accepted", nil)
+    }
+
     private func reason(_ status: Int32) -> StaticString {
         switch status {
         case 200: return "OK"
@@ -153,5 +163,27 @@ struct HTTPRequest {
         case 503: return "Service Unavailable"
         default: return "Status"
         }
+    }
+}
+
+/// The Date header's value (RFC 7231's IMF-fixdate, as libevent writes it), formatted again
+/// only when the second changes.
+final class HTTPDate {
+    private var second = -1
+    private let text = UnsafeMutablePointer<CChar>.allocate(capacity: 64)
+
+    init() { text.initialize(repeating: 0, count: 64) }
+    deinit { text.deallocate() }
+
+    func current() -> UnsafePointer<CChar> {
+        let now = time(nil)
+        if now != second {
+            second = now
+            var t = now, parts = tm()
+            gmtime_r(&t, &parts)
+            // libevent's own format; the process never sets a locale, so the names are English.
+            _ = strftime(text, 64, "%a, %d %b %Y %H:%M:%S GMT", &parts)
+        }
+        return UnsafePointer(text)
     }
 }

@@ -73,6 +73,15 @@ final class ValidationTests: XCTestCase {
         Case(name: "sdkFlavorVersion too long", body: #"{"appName":"app","sdkFlavorVersion":"123456789012345678901234567890123"}"#, status: 400, path: "/body/sdkFlavorVersion", message: "more than 32 characters"),
     ]
 
+    /// HTTP's Date format (IMF-fixdate).
+    let imfDate: DateFormatter = {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "GMT")
+        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return f
+    }()
+
     func testEveryRuleStatusFieldAndMessageAndNothingRefusedIsMerged() throws {
         let upstream = try FakeUpstream()
         let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "500ms"))
@@ -88,6 +97,10 @@ final class ValidationTests: XCTestCase {
             if k.status == 202 {
                 XCTAssertEqual(r.body, [], k.name)
                 XCTAssertNil(r.header("Content-Type"), "an empty 202 has no content type, as the server's: \(k.name)")
+                // Fast path (headers written by the proxy) and full decoder (by libevent) alike.
+                XCTAssertEqual(r.header("Content-Length"), "0", k.name)
+                let date = try XCTUnwrap(r.header("Date").flatMap { imfDate.date(from: $0) }, "\(k.name): \(r.header("Date") ?? "no Date")")
+                XCTAssertLessThan(abs(date.timeIntervalSinceNow), 5, k.name)
                 if body.contains("\"yes\":1") || body.contains("\"yes\":\"12\"") { acceptedFeatures += 1 }
                 continue
             }
