@@ -263,6 +263,12 @@ func sameBytes(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ count: In
         return UnsafeRawPointer(a + count - 8).loadUnaligned(as: UInt64.self)
             == UnsafeRawPointer(b + count - 8).loadUnaligned(as: UInt64.self)
     }
+    if count >= 4 {
+        // Two four-byte words, overlapping when the name is shorter than eight.
+        return UnsafeRawPointer(a).loadUnaligned(as: UInt32.self) == UnsafeRawPointer(b).loadUnaligned(as: UInt32.self)
+            && UnsafeRawPointer(a + count - 4).loadUnaligned(as: UInt32.self)
+            == UnsafeRawPointer(b + count - 4).loadUnaligned(as: UInt32.self)
+    }
     for i in 0..<count where a[i] != b[i] { return false }
     return true
 }

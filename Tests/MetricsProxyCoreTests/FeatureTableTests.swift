@@ -80,4 +80,20 @@ final class FeatureTableTests: XCTestCase {
         XCTAssertEqual(a["flag-1"], 1, "the copy stored in another table changed, not the original")
         XCTAssertEqual(nested["outer"]?["flag-1"], 11)
     }
+    /// Names are compared a word at a time (overlapping words at the ends): a difference in
+    /// any byte of any length is seen.
+    func testSameBytesSeesADifferenceAtEveryPosition() {
+        for length in 0...40 {
+            let a = (0..<length).map { UInt8(truncatingIfNeeded: 0x61 + $0 * 7) }
+            a.withUnsafeBufferPointer { pa in
+                let copy = Array(a)
+                copy.withUnsafeBufferPointer { XCTAssertTrue(sameBytes(pa.baseAddress ?? UnsafePointer(bitPattern: 8)!, $0.baseAddress ?? UnsafePointer(bitPattern: 8)!, length)) }
+                for position in 0..<length {
+                    var b = a
+                    b[position] ^= 0x01
+                    b.withUnsafeBufferPointer { XCTAssertFalse(sameBytes(pa.baseAddress!, $0.baseAddress!, length), "length \(length), byte \(position)") }
+                }
+            }
+        }
+    }
 }
