@@ -26,12 +26,20 @@ public enum Timestamp {
             i += 1
             return true
         }
-        guard let year = digits(4), byte(UInt8(ascii: "-")), let month = digits(2), byte(UInt8(ascii: "-")),
-              let day = digits(2) else { return nil }
-        guard i < end, s[i] == UInt8(ascii: "T") || s[i] == UInt8(ascii: "t") || s[i] == UInt8(ascii: " ") else { return nil }
-        i += 1
-        guard let hour = digits(2), byte(UInt8(ascii: ":")), let minute = digits(2), byte(UInt8(ascii: ":")),
-              let second = digits(2) else { return nil }
+        let year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int
+        if end - i >= 19, let fields = fixedPart(s, i) {
+            // What every SDK sends, read at fixed offsets.
+            (year, month, day, hour, minute, second) = fields
+            i += 19
+        } else {
+            guard let y = digits(4), byte(UInt8(ascii: "-")), let mo = digits(2), byte(UInt8(ascii: "-")),
+                  let d = digits(2) else { return nil }
+            guard i < end, s[i] == UInt8(ascii: "T") || s[i] == UInt8(ascii: "t") || s[i] == UInt8(ascii: " ") else { return nil }
+            i += 1
+            guard let h = digits(2), byte(UInt8(ascii: ":")), let mi = digits(2), byte(UInt8(ascii: ":")),
+                  let sec = digits(2) else { return nil }
+            (year, month, day, hour, minute, second) = (y, mo, d, h, mi, sec)
+        }
         guard (1...12).contains(month), day >= 1, day <= daysIn(month: month, year: year) else { return nil }
         guard hour <= 23, minute <= 59, second <= 60 else { return nil }
         var millis = 0
@@ -74,6 +82,20 @@ public enum Timestamp {
         let days = Int64(daysFromCivil(year: year, month: month, day: day))
         let secs = days * 86_400 + Int64(hour * 3600 + minute * 60 + min(second, 59)) - Int64(offsetMinutes * 60)
         return secs * 1000 + Int64(millis)
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS` (`T`, `t` or a space between date and time) at `i`, or nil for
+    /// anything else (the general reader then decides).
+    @inline(__always)
+    private static func fixedPart<C: Collection<UInt8>>(_ s: C, _ i: Int) -> (Int, Int, Int, Int, Int, Int)? where C.Index == Int {
+        @inline(__always) func d(_ k: Int) -> Int { Int(s[i + k] &- UInt8(ascii: "0")) }
+        let t = s[i + 10]
+        guard s[i + 4] == UInt8(ascii: "-"), s[i + 7] == UInt8(ascii: "-"), s[i + 13] == UInt8(ascii: ":"),
+              s[i + 16] == UInt8(ascii: ":"), t == UInt8(ascii: "T") || t == UInt8(ascii: "t") || t == UInt8(ascii: " ") else { return nil }
+        guard d(0) < 10, d(1) < 10, d(2) < 10, d(3) < 10, d(5) < 10, d(6) < 10, d(8) < 10, d(9) < 10,
+              d(11) < 10, d(12) < 10, d(14) < 10, d(15) < 10, d(17) < 10, d(18) < 10 else { return nil }
+        return (d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3), d(5) * 10 + d(6), d(8) * 10 + d(9),
+                d(11) * 10 + d(12), d(14) * 10 + d(15), d(17) * 10 + d(18))
     }
 
     /// The start of the UTC hour that holds `millis`.

@@ -27,6 +27,34 @@ final class TimestampTests: XCTestCase {
         XCTAssertNotNil(parse("2026-12-31T23:59:60Z"), "a leap second at the end of a UTC day")
     }
 
+    /// The date and time are read at fixed offsets: every digit at every position either gives
+    /// a date that formats back to the same text, or nil when no such date exists; a non-digit
+    /// where a digit belongs, or another separator, is refused.
+    func testEveryDigitAtEveryPositionReadsBackTheSame() {
+        let text = Array("2024-02-29T13:45:59Z".utf8)
+        var parsed = 0
+        for position in 0..<19 {
+            for b in Array("0123456789-:Tt /Zx".utf8) {
+                var s = text
+                s[position] = b
+                let mutated = String(decoding: s, as: UTF8.self)
+                guard let ms = Timestamp.parse(rfc3339: s) else { continue }
+                parsed += 1
+                let back = Array(Timestamp.iso8601(ms).utf8.prefix(19))
+                var expected = Array(s.prefix(19))
+                if expected[10] != UInt8(ascii: "T") { expected[10] = UInt8(ascii: "T") }
+                XCTAssertEqual(String(decoding: back, as: UTF8.self), String(decoding: expected, as: UTF8.self), mutated)
+                let allowed: [UInt8] = switch position {
+                case 10: [UInt8(ascii: "T"), UInt8(ascii: "t"), 0x20]
+                case 4, 7, 13, 16: [text[position]]
+                default: Array("0123456789".utf8)
+                }
+                XCTAssertTrue(allowed.contains(b), "\(mutated) should be refused")
+            }
+        }
+        XCTAssertGreaterThan(parsed, 60)
+    }
+
     func testHourStartAndISOFormatting() {
         XCTAssertEqual(Timestamp.hourStart(1_795_860_000_000 + 3_599_999), 1_795_860_000_000)
         XCTAssertEqual(Timestamp.hourStart(1_795_860_000_000), 1_795_860_000_000)
