@@ -148,7 +148,7 @@ extension Window.Counts {
         }
     }
 
-    /// `variants` is the post's variant list, which `t.variants` indexes.
+    /// `variantList` is the post's list of variants, which `t.variants` indexes.
     @inline(__always)
     mutating func add(_ t: FastPost.Toggle, _ variantList: UnsafeBufferPointer<FastPost.Variant>, _ body: UnsafeBufferPointer<UInt8>) {
         yes = yes.addingSaturating(t.yes)

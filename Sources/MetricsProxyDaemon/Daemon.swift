@@ -172,14 +172,14 @@ public final class Daemon {
             if post.sdk.connectionId == nil { post.sdk.connectionId = req.header("unleash-connection-id") }
             window.merge(post, token: token, interval: interval, now: now)
             postsInWindow += 1
-            req.reply(202)
+            req.replyAccepted(date: date)
         case .register(let r, let token):
             var sdk = r.sdk
             if sdk.sdkVersion == nil { sdk.sdkVersion = req.header("unleash-sdk") }
             if sdk.connectionId == nil { sdk.connectionId = req.header("unleash-connection-id") }
             window.noteInstance(token: token, appName: r.appName, instanceId: r.instanceId, sdk: sdk, interval: r.interval,
                                 started: r.started, strategies: r.strategies, now: now)
-            req.reply(202)
+            req.replyAccepted(date: date)
         case .refused(let status, let body):
             log.debug("post refused", [("status", "\(status)"), ("path", Router.normalize(req.uri))])
             let retry = status == 503 ? [("Retry-After", "\(max(1, config.window.interval.milliseconds / 1000))")] : []

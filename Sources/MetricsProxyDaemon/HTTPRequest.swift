@@ -138,9 +138,9 @@ struct HTTPRequest {
         evbuffer_free(buf)
     }
 
-    /// The answer to an accepted post: 202 with no body. Its Date and Content-Length headers
-    /// are added here, from a Date line formatted once a second, so evhttp does not format
-    /// either per reply (the bytes sent are the same).
+    /// The answer to an accepted post or registration: 202 with no body. Its Date and
+    /// Content-Length headers are added here, from a Date line formatted once a second, so
+    /// evhttp does not format either per reply (an HTTP/1.1 answer's bytes are unchanged).
     func replyAccepted(date: HTTPDate) {
         let out = evhttp_request_get_output_headers(raw)
         evhttp_add_header(out, "Date", date.current())
