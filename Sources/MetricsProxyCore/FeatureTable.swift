@@ -172,12 +172,16 @@ public struct FeatureTable<Value>: Sequence {
                 storage = Self.make(capacity: storage!.header.capacity, arenaCapacity: storage!.header.arenaCapacity,
                                     from: storage, moving: false)
             }
-            let found = storage!.withUnsafeMutablePointers { h, tail -> Bool in
-                guard let e = Self.find(h, tail, bytes, hash: hash) else { return false }
-                change(&Self.entries(tail)[e].value)
-                return true
+            // The entry is changed outside the closure, where `change` can be inlined; the
+            // pointer stays valid because `storage` holds the memory and nothing else changes
+            // this table meanwhile.
+            let entry = storage!.withUnsafeMutablePointers { h, tail -> UnsafeMutablePointer<Entry>? in
+                Self.find(h, tail, bytes, hash: hash).map { Self.entries(tail) + $0 }
             }
-            if found { return false }
+            if let entry {
+                change(&entry.pointee.value)
+                return false
+            }
         }
         var v = initial()
         change(&v)
