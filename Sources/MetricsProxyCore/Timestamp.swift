@@ -26,20 +26,9 @@ public enum Timestamp {
             i += 1
             return true
         }
-        let year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int
-        if end - i >= 19, let fields = fixedPart(s, i) {
-            // What every SDK sends, read at fixed offsets.
-            (year, month, day, hour, minute, second) = fields
-            i += 19
-        } else {
-            guard let y = digits(4), byte(UInt8(ascii: "-")), let mo = digits(2), byte(UInt8(ascii: "-")),
-                  let d = digits(2) else { return nil }
-            guard i < end, s[i] == UInt8(ascii: "T") || s[i] == UInt8(ascii: "t") || s[i] == UInt8(ascii: " ") else { return nil }
-            i += 1
-            guard let h = digits(2), byte(UInt8(ascii: ":")), let mi = digits(2), byte(UInt8(ascii: ":")),
-                  let sec = digits(2) else { return nil }
-            (year, month, day, hour, minute, second) = (y, mo, d, h, mi, sec)
-        }
+        // `YYYY-MM-DDTHH:MM:SS` has fixed widths: read at fixed offsets.
+        guard end - i >= 19, let (year, month, day, hour, minute, second) = fixedPart(s, i) else { return nil }
+        i += 19
         guard (1...12).contains(month), day >= 1, day <= daysIn(month: month, year: year) else { return nil }
         guard hour <= 23, minute <= 59, second <= 60 else { return nil }
         var millis = 0
@@ -85,7 +74,7 @@ public enum Timestamp {
     }
 
     /// `YYYY-MM-DDTHH:MM:SS` (`T`, `t` or a space between date and time) at `i`, or nil for
-    /// anything else (the general reader then decides).
+    /// anything else.
     @inline(__always)
     private static func fixedPart<C: Collection<UInt8>>(_ s: C, _ i: Int) -> (Int, Int, Int, Int, Int, Int)? where C.Index == Int {
         @inline(__always) func d(_ k: Int) -> Int { Int(s[i + k] &- UInt8(ascii: "0")) }
