@@ -292,13 +292,13 @@ struct PostReader {
                 guard let v = r.plainString() else { return false }
                 p.appName = v
                 sawApp = true
-            case 10 where r.keyIs(key, "instanceId"): p.instanceId = r.plainString(); return p.instanceId != nil
-            case 10 where r.keyIs(key, "sdkVersion"): p.sdkVersion = r.plainString(); return p.sdkVersion != nil
-            case 12 where r.keyIs(key, "platformName"): p.platformName = r.plainString(); return p.platformName != nil
-            case 12 where r.keyIs(key, "connectionId"): p.connectionId = r.plainString(); return p.connectionId != nil
-            case 15 where r.keyIs(key, "platformVersion"): p.platformVersion = r.plainString(); return p.platformVersion != nil
-            case 16 where r.keyIs(key, "yggdrasilVersion"): p.yggdrasilVersion = r.plainString(); return p.yggdrasilVersion != nil
-            case 11 where r.keyIs(key, "specVersion"): p.specVersion = r.plainString(); return p.specVersion != nil
+            case 10 where r.keyIs(key, "instanceId"): return r.plainString(into: &p.instanceId)
+            case 10 where r.keyIs(key, "sdkVersion"): return r.plainString(into: &p.sdkVersion)
+            case 12 where r.keyIs(key, "platformName"): return r.plainString(into: &p.platformName)
+            case 12 where r.keyIs(key, "connectionId"): return r.plainString(into: &p.connectionId)
+            case 15 where r.keyIs(key, "platformVersion"): return r.plainString(into: &p.platformVersion)
+            case 16 where r.keyIs(key, "yggdrasilVersion"): return r.plainString(into: &p.yggdrasilVersion)
+            case 11 where r.keyIs(key, "specVersion"): return r.plainString(into: &p.specVersion)
             // The full decoder keeps these; the fast path has nowhere to put them.
             case 9 where r.keyIs(key, "sdkFlavor"): return false
             case 16 where r.keyIs(key, "sdkFlavorVersion"): return false
@@ -366,14 +366,7 @@ struct PostReader {
     /// Nil when it has an escape or a control character (the full decoder judges those).
     private mutating func rawString() -> Range<Int>? {
         let start = i
-        while n - i >= 8 {
-            let m = SWAR.quoteBackslashOrControl(word(at: i))
-            if m != 0 {
-                i += m.trailingZeroBitCount >> 3
-                break
-            }
-            i += 8
-        }
+        i = SWAR.skipPlain(base, from: i, count: n)
         while i < n {
             let b = base[i]
             if b == Self.quote {
@@ -391,6 +384,12 @@ struct PostReader {
         guard at(Self.quote) else { return nil }
         i += 1
         return rawString()
+    }
+
+    /// `plainString` into `field`; false when the value is not one.
+    private mutating func plainString(into field: inout Range<Int>?) -> Bool {
+        field = plainString()
+        return field != nil
     }
 
     /// `start` or `stop`: an RFC 3339 string, or epoch milliseconds as an integer literal.
@@ -428,12 +427,13 @@ struct PostReader {
             guard let (name, hash) = name() else { return false }
             p.longestName = Swift.max(p.longestName, name.count)
             let afterName = i, firstVariant = p.variants.count
-            var t = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: firstVariant..<firstVariant)
+            let fresh = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: firstVariant..<firstVariant)
+            var t = fresh
             if !shaped(&t, into: &p) {
                 // Read again, key by key, from the name's end.
                 i = afterName
                 p.variants.truncate(to: firstVariant)
-                t = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: firstVariant..<firstVariant)
+                t = fresh
                 guard counts(&t, into: &p, scanner: scanner) else { return false }
             }
             p.toggles.append(t)
@@ -561,10 +561,7 @@ struct PostReader {
             } else {
                 // Any other key: skipped with its value, unless it is escaped (it
                 // could spell one of the three).
-                var s = scanner
-                s.position = i - 1
-                guard let key = try? s.readKey(), !key.escaped, (try? s.skipValue()) != nil else { return false }
-                i = s.position
+                guard rawString() != nil, expect(Self.colon), skipValue(scanner) else { return false }
             }
             guard let more = another() else { return false }
             if !more { return true }

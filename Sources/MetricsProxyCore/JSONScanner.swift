@@ -150,15 +150,7 @@ struct JSONScanner {
         try expect(UInt8(ascii: "\""))
         let start = position
         var escaped = false
-        if let base = bytes.baseAddress {
-            // Eight bytes at a time up to the first quote, backslash or control character.
-            while bytes.count - position >= 8 {
-                let w = UnsafeRawPointer(base + position).loadUnaligned(as: UInt64.self).littleEndian
-                let m = SWAR.quoteBackslashOrControl(w)
-                if m != 0 { position += m.trailingZeroBitCount >> 3; break }
-                position += 8
-            }
-        }
+        if let base = bytes.baseAddress { position = SWAR.skipPlain(base, from: position, count: bytes.count) }
         while position < bytes.count {
             let b = bytes[position]
             if b == UInt8(ascii: "\"") {
@@ -360,6 +352,20 @@ extension Slice where Base == UnsafeBufferPointer<UInt8> {
 /// lowest one set is exact (a borrow only runs upwards from a byte that itself matches).
 enum SWAR {
     static let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+
+    /// From `i`, eight bytes at a time, to the first quote, backslash or control character,
+    /// or to where fewer than eight bytes of the `count` are left (the caller reads on a byte
+    /// at a time).
+    @inline(__always)
+    static func skipPlain(_ base: UnsafePointer<UInt8>, from i: Int, count: Int) -> Int {
+        var i = i
+        while count - i >= 8 {
+            let m = quoteBackslashOrControl(UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian)
+            if m != 0 { return i + m.trailingZeroBitCount >> 3 }
+            i += 8
+        }
+        return i
+    }
 
     /// A byte's high bit is set in `x - 0x01…` when it was 0 (or above 0x80), in `w - 0x20…`
     /// when it was below 0x20 (or above 0x9F); `& ~w` drops bytes above 0x7F. A byte that
