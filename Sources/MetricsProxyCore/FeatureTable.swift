@@ -69,6 +69,14 @@ public struct FeatureTable<Value>: Sequence {
         Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
     }
 
+    /// Records entry `e` in the first free slot from its hash's.
+    @inline(__always)
+    private static func place(_ e: Int, hash: UInt64, in ss: UnsafeMutablePointer<Int32>, mask: Int) {
+        var i = slot(for: hash, mask: mask)
+        while ss[i] >= 0 { i = (i + 1) & mask }
+        ss[i] = Int32(e)
+    }
+
     /// The index of the entry holding `bytes`, or nil.
     @inline(__always)
     private static func find(_ h: UnsafeMutablePointer<Header>, _ tail: UnsafeMutablePointer<UInt8>,
@@ -124,39 +132,28 @@ public struct FeatureTable<Value>: Sequence {
                 }
             }
             if slotCount > 0 {
-                let ss = slots(h, tail), mask = slotCount - 1
-                for e in 0..<h.pointee.count {
-                    var i = slot(for: es[e].hash, mask: mask)
-                    while ss[i] >= 0 { i = (i + 1) & mask }
-                    ss[i] = Int32(e)
-                }
+                for e in 0..<h.pointee.count { place(e, hash: es[e].hash, in: slots(h, tail), mask: slotCount - 1) }
             }
         }
         return made
     }
 
+    /// Adds a name known to be absent. `update` has already made the storage this table's own.
     private mutating func insert(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64, _ value: Value) {
         let (count, capacity, arenaCount, arenaCapacity) = storage.map {
             ($0.header.count, $0.header.capacity, $0.header.arenaCount, $0.header.arenaCapacity)
         } ?? (0, 0, 0, 0)
-        if count == capacity || arenaCount + bytes.count > arenaCapacity {
-            let arenaFull = arenaCount + bytes.count > arenaCapacity
-            storage = Self.make(capacity: count == capacity ? Swift.max(2, 2 * capacity) : capacity,
+        let entriesFull = count == capacity, arenaFull = arenaCount + bytes.count > arenaCapacity
+        if entriesFull || arenaFull {
+            storage = Self.make(capacity: entriesFull ? Swift.max(2, 2 * capacity) : capacity,
                                 arenaCapacity: arenaFull ? Swift.max(2 * arenaCapacity, arenaCount + 2 * bytes.count, 16) : arenaCapacity,
-                                from: storage, moving: isKnownUniquelyReferenced(&storage))
-        } else if !isKnownUniquelyReferenced(&storage) {
-            storage = Self.make(capacity: capacity, arenaCapacity: arenaCapacity, from: storage, moving: false)
+                                from: storage, moving: true)
         }
         storage!.withUnsafeMutablePointers { h, tail in
             let n = h.pointee.count, start = h.pointee.arenaCount
             if bytes.count > 0 { (Self.arena(h, tail) + start).update(from: bytes.baseAddress!, count: bytes.count) }
             (Self.entries(tail) + n).initialize(to: Entry(hash: hash, start: Int32(start), length: Int32(bytes.count), value: value))
-            if h.pointee.slotCount > 0 {
-                let ss = Self.slots(h, tail), mask = h.pointee.slotCount - 1
-                var i = Self.slot(for: hash, mask: mask)
-                while ss[i] >= 0 { i = (i + 1) & mask }
-                ss[i] = Int32(n)
-            }
+            if h.pointee.slotCount > 0 { Self.place(n, hash: hash, in: Self.slots(h, tail), mask: h.pointee.slotCount - 1) }
             h.pointee.count = n + 1
             h.pointee.arenaCount = start + bytes.count
         }
