@@ -82,6 +82,18 @@ public enum HTTPDate {
         return Timestamp.parse(rfc3339: Array(iso.utf8))
     }
 
+    /// `millis` (epoch ms, whole seconds shown) in the same form: the Date header's value.
+    public static func format(_ millis: Int64) -> String {
+        var days = millis / 86_400_000, rem = millis % 86_400_000
+        if rem < 0 { rem += 86_400_000; days -= 1 }
+        let (y, m, d) = Timestamp.civilFromDays(Int(days))
+        let s = Int(rem / 1000)
+        let weekdays = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"] // 1970-01-01 was a Thursday
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        return weekdays[Int(((days % 7) + 7) % 7)] + ", " + two(d) + " " + months[m - 1] + " " + format4(y) + " "
+            + two(s / 3600) + ":" + two(s / 60 % 60) + ":" + two(s % 60) + " GMT"
+    }
+
     private static func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
     private static func format4(_ v: Int) -> String { String(repeating: "0", count: max(0, 4 - String(v).count)) + String(v) }
 }

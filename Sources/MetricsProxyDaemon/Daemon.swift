@@ -28,7 +28,6 @@ public final class Daemon {
     private let telemetry: Telemetry
     /// Scratch space of the fast decoder, reused for every post.
     private var fastPost = FastPost()
-    private let date = HTTPDate()
 
     /// Batches the spool could not take wait in memory up to this many bytes.
     static let memoryOutboxMaxBytes = 64 << 20
@@ -165,21 +164,21 @@ public final class Daemon {
         switch outcome {
         case .fastMetrics:
             postsInWindow += 1
-            req.replyAccepted(date: date)
+            req.reply(202)
         case .metrics(var post, let token):
             // SDK headers fill what the body leaves out (the Python SDK sends no sdkVersion).
             if post.sdk.sdkVersion == nil { post.sdk.sdkVersion = req.header("unleash-sdk") }
             if post.sdk.connectionId == nil { post.sdk.connectionId = req.header("unleash-connection-id") }
             window.merge(post, token: token, interval: interval, now: now)
             postsInWindow += 1
-            req.replyAccepted(date: date)
+            req.reply(202)
         case .register(let r, let token):
             var sdk = r.sdk
             if sdk.sdkVersion == nil { sdk.sdkVersion = req.header("unleash-sdk") }
             if sdk.connectionId == nil { sdk.connectionId = req.header("unleash-connection-id") }
             window.noteInstance(token: token, appName: r.appName, instanceId: r.instanceId, sdk: sdk, interval: r.interval,
                                 started: r.started, strategies: r.strategies, now: now)
-            req.replyAccepted(date: date)
+            req.reply(202)
         case .refused(let status, let body):
             log.debug("post refused", [("status", "\(status)"), ("path", Router.normalize(req.uri))])
             let retry = status == 503 ? [("Retry-After", "\(max(1, config.window.interval.milliseconds / 1000))")] : []

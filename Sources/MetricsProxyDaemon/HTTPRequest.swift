@@ -1,5 +1,6 @@
 import CLibevent
 import Glibc
+import MetricsProxyCore
 
 /// A borrowed view of one `evhttp_request` being served. libevent owns the request; it is
 /// valid until `reply` is called, which must happen exactly once.
@@ -120,15 +121,19 @@ struct HTTPRequest {
     }
 
     /// Sends the answer. A JSON body gets its content type; errors keep keep-alive (we never
-    /// use evhttp_send_error, which drops headers and closes the connection).
+    /// use evhttp_send_error, which drops headers and closes the connection). The Date header
+    /// (and an empty body's Content-Length) are added here, the Date formatted once a second,
+    /// so evhttp formats neither per reply; they come where evhttp would put them.
     func reply(_ status: Int32, _ body: [UInt8] = [], contentType: String? = "application/json", headers: [(String, String)] = []) {
         let out = evhttp_request_get_output_headers(raw)
         if !body.isEmpty, let contentType { evhttp_add_header(out, "Content-Type", contentType) }
         for (k, v) in headers { evhttp_add_header(out, k, v) }
+        Self.date.withCurrent { _ = evhttp_add_header(out, "Date", $0) }
         // A StaticString's bytes go to libevent as they are; a String would be copied into a
         // fresh C array on every reply.
         let phrase = UnsafeRawPointer(reason(status).utf8Start).assumingMemoryBound(to: CChar.self)
         if body.isEmpty {
+            if evhttp_request_get_command(raw) != EVHTTP_REQ_HEAD { evhttp_add_header(out, "Content-Length", "0") }
             evhttp_send_reply(raw, status, phrase, nil)
             return
         }
@@ -138,15 +143,8 @@ struct HTTPRequest {
         evbuffer_free(buf)
     }
 
-    /// The answer to an accepted post or registration: 202 with no body. Its Date and
-    /// Content-Length headers are added here, from a Date line formatted once a second, so
-    /// evhttp does not format either per reply (an HTTP/1.1 answer's bytes are unchanged).
-    func replyAccepted(date: HTTPDate) {
-        let out = evhttp_request_get_output_headers(raw)
-        evhttp_add_header(out, "Date", date.current())
-        evhttp_add_header(out, "Content-Length", "0")
-        evhttp_send_reply(raw, 202, "Accepted", nil)
-    }
+    /// Replies are sent on the loop thread only.
+    nonisolated(unsafe) private static let date = DateHeader()
 
     private func reason(_ status: Int32) -> StaticString {
         switch status {
@@ -166,24 +164,17 @@ struct HTTPRequest {
     }
 }
 
-/// The Date header's value (RFC 7231's IMF-fixdate, as libevent writes it), formatted again
-/// only when the second changes.
-final class HTTPDate {
-    private var second = -1
-    private let text = UnsafeMutablePointer<CChar>.allocate(capacity: 64)
+/// The Date header's value (`HTTPDate.format`), formatted again only when the second changes.
+final class DateHeader {
+    private var second: Int64 = -1
+    private var text = ""
 
-    init() { text.initialize(repeating: 0, count: 64) }
-    deinit { text.deallocate() }
-
-    func current() -> UnsafePointer<CChar> {
-        let now = time(nil)
-        if now != second {
-            second = now
-            var t = now, parts = tm()
-            gmtime_r(&t, &parts)
-            // libevent's own format; the process never sets a locale, so the names are English.
-            _ = strftime(text, 64, "%a, %d %b %Y %H:%M:%S GMT", &parts)
+    func withCurrent<T>(_ body: (UnsafePointer<CChar>) -> T) -> T {
+        let now = nowMillis()
+        if now / 1000 != second {
+            second = now / 1000
+            text = HTTPDate.format(now)
         }
-        return UnsafePointer(text)
+        return text.withCString(body)
     }
 }

@@ -4,6 +4,18 @@ import XCTest
 final class RetryAndOutboxTests: XCTestCase {
     let policy = RetryPolicy(initial: .seconds(1), max: .seconds(60), jitter: 0.2)
 
+    /// The Date header the proxy sends: RFC 9110's example, and every hour of a leap year
+    /// read back by the parser Retry-After uses.
+    func testHTTPDateFormatsWhatItParses() {
+        XCTAssertEqual(HTTPDate.format(784_111_777_000), "Sun, 06 Nov 1994 08:49:37 GMT")
+        XCTAssertEqual(HTTPDate.format(1_795_860_000_999), "Sat, 28 Nov 2026 10:00:00 GMT", "whole seconds")
+        XCTAssertEqual(HTTPDate.format(0), "Thu, 01 Jan 1970 00:00:00 GMT")
+        for hour in stride(from: Int64(1_704_067_200_000), to: 1_735_689_600_000, by: 3_600_000) { // 2024
+            let t = hour + 61_000
+            XCTAssertEqual(HTTPDate.parse(HTTPDate.format(t)), t, HTTPDate.format(t))
+        }
+    }
+
     func testBackoffDoublesCapsAndJitters() {
         XCTAssertEqual(policy.delay(failures: 1, random: 0.5), .seconds(1))
         XCTAssertEqual(policy.delay(failures: 3, random: 0.5), .seconds(4))
