@@ -139,7 +139,7 @@ struct PostReader {
         while i < n {
             let b = base[i]
             guard b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 else { return }
-            i += 1
+            i &+= 1
         }
     }
 
@@ -148,7 +148,7 @@ struct PostReader {
     private mutating func expect(_ b: UInt8) -> Bool {
         skipWhitespace()
         guard at(b) else { return false }
-        i += 1
+        i &+= 1
         skipWhitespace()
         return true
     }
@@ -161,31 +161,31 @@ struct PostReader {
         let start = i
         var h = seed
         var p = i
-        while n - p >= 8 {
+        while n &- p >= 8 {
             let w = UnsafeRawPointer(base + p).loadUnaligned(as: UInt64.self).littleEndian
             let m = SWAR.quoteBackslashControlOrHigh(w)
             if m == 0 {
                 h = NameHash.fold(h, w)
-                p += 8
+                p &+= 8
                 continue
             }
             let k = m.trailingZeroBitCount >> 3
-            guard base[p + k] == Self.quote else { return nil }
+            guard base[p &+ k] == Self.quote else { return nil }
             let last = w & ((1 &<< UInt64(8 &* k)) &- 1)
-            i = p + k + 1
-            return (start..<p + k, NameHash.finish(NameHash.fold(h, last), length: p + k - start))
+            i = p &+ k &+ 1
+            return (start..<p &+ k, NameHash.finish(NameHash.fold(h, last), length: p &+ k &- start))
         }
         var last: UInt64 = 0, shift: UInt64 = 0
         while p < n {
             let b = base[p]
             if b == Self.quote {
-                i = p + 1
-                return (start..<p, NameHash.finish(NameHash.fold(h, last), length: p - start))
+                i = p &+ 1
+                return (start..<p, NameHash.finish(NameHash.fold(h, last), length: p &- start))
             }
             if b == UInt8(ascii: "\\") || b < 0x20 || b > 0x7F { return nil }
             last |= UInt64(b) &<< shift
-            shift += 8
-            p += 1
+            shift &+= 8
+            p &+= 1
         }
         return nil
     }
@@ -195,19 +195,19 @@ struct PostReader {
     /// digits, or not a number at all).
     @inline(__always)
     mutating func count() -> Int64? {
-        if n - i >= 3 {
+        if n &- i >= 3 {
             // One or two digits, most counts in a minute's bucket.
-            let d0 = base[i] &- UInt8(ascii: "0"), d1 = base[i + 1] &- UInt8(ascii: "0")
+            let d0 = base[i] &- UInt8(ascii: "0"), d1 = base[i &+ 1] &- UInt8(ascii: "0")
             if d0 < 10, d1 >= 10 {
-                let b = base[i + 1]
+                let b = base[i &+ 1]
                 guard b != UInt8(ascii: "."), b | 0x20 != UInt8(ascii: "e") else { return nil }
-                i += 1
+                i &+= 1
                 return Int64(d0)
             }
-            if d0 &- 1 < 9, d1 < 10, base[i + 2] &- UInt8(ascii: "0") >= 10 {
-                let b = base[i + 2]
+            if d0 &- 1 < 9, d1 < 10, base[i &+ 2] &- UInt8(ascii: "0") >= 10 {
+                let b = base[i &+ 2]
                 guard b != UInt8(ascii: "."), b | 0x20 != UInt8(ascii: "e") else { return nil }
-                i += 2
+                i &+= 2
                 return Int64(d0) &* 10 &+ Int64(d1)
             }
         }
@@ -219,27 +219,27 @@ struct PostReader {
     private mutating func longerCount() -> Int64? {
         let start = i
         var v: Int64 = 0
-        if n - i >= 8 {
+        if n &- i >= 8 {
             // Up to seven digits (nearly every count) found and converted a word at a time.
             let w = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian
             let k = Self.leadingDigits(w)
             if k < 8 {
                 guard k >= 1, k == 1 || base[i] != UInt8(ascii: "0") else { return nil }
-                i += k
+                i &+= k
                 let b = base[i]
                 guard b != UInt8(ascii: "."), b | 0x20 != UInt8(ascii: "e") else { return nil }
                 return Int64(Self.digitsValue(w, count: k))
             }
         }
         if at(UInt8(ascii: "0")) {
-            i += 1
+            i &+= 1
         } else {
-            while i < n, base[i] &- UInt8(ascii: "0") < 10, i - start < 16 {
+            while i < n, base[i] &- UInt8(ascii: "0") < 10, i &- start < 16 {
                 v = v &* 10 &+ Int64(base[i] &- UInt8(ascii: "0"))
-                i += 1
+                i &+= 1
             }
         }
-        let digits = i - start
+        let digits = i &- start
         guard digits >= 1, digits <= 15 else { return nil }
         if i < n {
             let b = base[i]
@@ -274,8 +274,8 @@ struct PostReader {
     private mutating func another() -> Bool? {
         skipWhitespace()
         guard i < n else { return nil }
-        if base[i] == Self.comma { i += 1; skipWhitespace(); return true }
-        if base[i] == Self.close { i += 1; return false }
+        if base[i] == Self.comma { i &+= 1; skipWhitespace(); return true }
+        if base[i] == Self.close { i &+= 1; return false }
         return nil
     }
 
@@ -325,7 +325,7 @@ struct PostReader {
             case 7 where r.keyIs(key, "toggles"):
                 guard !sawToggles, r.at(Self.open) else { return false }
                 sawToggles = true
-                r.i += 1
+                r.i &+= 1
                 return r.readToggles(into: &p, scanner: scanner)
             default:
                 return r.skipValue(scanner)
@@ -343,15 +343,15 @@ struct PostReader {
     private mutating func members(_ scanner: JSONScanner, _ member: (inout PostReader, Range<Int>) -> Bool) -> Bool {
         skipWhitespace()
         guard at(Self.open) else { return false }
-        i += 1
+        i &+= 1
         skipWhitespace()
         if at(Self.close) {
-            i += 1
+            i &+= 1
             return true
         }
         while true {
             guard at(Self.quote) else { return false }
-            i += 1
+            i &+= 1
             guard let key = rawString(), expect(Self.colon), member(&self, key), let more = another() else { return false }
             if !more { return true }
         }
@@ -370,11 +370,11 @@ struct PostReader {
         while i < n {
             let b = base[i]
             if b == Self.quote {
-                i += 1
+                i &+= 1
                 return start..<i - 1
             }
             if b == UInt8(ascii: "\\") || b < 0x20 { return nil }
-            i += 1
+            i &+= 1
         }
         return nil
     }
@@ -382,7 +382,7 @@ struct PostReader {
     /// A string value without escapes, as a byte range.
     private mutating func plainString() -> Range<Int>? {
         guard at(Self.quote) else { return nil }
-        i += 1
+        i &+= 1
         return rawString()
     }
 
@@ -395,7 +395,7 @@ struct PostReader {
     /// `start` or `stop`: an RFC 3339 string, or epoch milliseconds as an integer literal.
     private mutating func date(_ scanner: JSONScanner) -> Int64? {
         if at(Self.quote) {
-            i += 1
+            i &+= 1
             guard let r = rawString() else { return nil }
             return Timestamp.parse(rfc3339: UnsafeBufferPointer(start: base, count: n)[r])
         }
@@ -420,10 +420,10 @@ struct PostReader {
     /// From just inside the toggles object's '{' to just past its '}'.
     mutating func readToggles(into p: inout FastPost, scanner: JSONScanner) -> Bool {
         skipWhitespace()
-        if at(Self.close) { i += 1; return true }
+        if at(Self.close) { i &+= 1; return true }
         while true {
             guard at(Self.quote) else { return false }
-            i += 1
+            i &+= 1
             guard let (name, hash) = name() else { return false }
             p.longestName = Swift.max(p.longestName, name.count)
             let afterName = i, firstVariant = p.variants.count
@@ -460,53 +460,53 @@ struct PostReader {
     /// order, unknown keys): the caller reads the toggle again with `counts`.
     @inline(__always)
     mutating func shaped(_ t: inout FastPost.Toggle, into p: inout FastPost) -> Bool {
-        guard n - i >= 16 else { return false }
+        guard n &- i >= 16 else { return false }
         let spaced: Bool
         let w = word(at: i)
-        if w == Self.spacedYes, word(at: i + 8) & 0xFFFF == Self.spacedColon {
+        if w == Self.spacedYes, word(at: i &+ 8) & 0xFFFF == Self.spacedColon {
             spaced = true
-            i += 10
+            i &+= 10
         } else if w == Self.compactYes {
             spaced = false
-            i += 8
+            i &+= 8
         } else {
             return false
         }
-        guard let yes = count(), n - i >= 8 else { return false }
+        guard let yes = count(), n &- i >= 8 else { return false }
         t.yes = yes
         if spaced {
             guard word(at: i) == Self.spacedNo else { return false }
-            i += 8
+            i &+= 8
         } else {
             guard word(at: i) & 0xFFFF_FFFF_FFFF == Self.compactNo else { return false }
-            i += 6
+            i &+= 6
         }
         guard let no = count(), i < n else { return false }
         t.no = no
         if base[i] == Self.close {
-            i += 1
+            i &+= 1
             return true
         }
         if spaced {
-            guard n - i >= 15, word(at: i) == Self.spacedVariants0, word(at: i + 7) == Self.spacedVariants1 else { return false }
-            i += 15
+            guard n &- i >= 15, word(at: i) == Self.spacedVariants0, word(at: i &+ 7) == Self.spacedVariants1 else { return false }
+            i &+= 15
         } else {
-            guard n - i >= 13, word(at: i) == Self.compactVariants0, word(at: i + 5) == Self.compactVariants1 else { return false }
-            i += 13
+            guard n &- i >= 13, word(at: i) == Self.compactVariants0, word(at: i &+ 5) == Self.compactVariants1 else { return false }
+            i &+= 13
         }
         let from = p.variants.count
         if i < n, base[i] != Self.close {
             while true {
                 guard at(Self.quote) else { return false }
-                i += 1
+                i &+= 1
                 guard let (name, hash) = name() else { return false }
                 if spaced {
-                    guard n - i >= 2, UnsafeRawPointer(base + i).loadUnaligned(as: UInt16.self).littleEndian == UInt16(Self.spacedColon)
+                    guard n &- i >= 2, UnsafeRawPointer(base + i).loadUnaligned(as: UInt16.self).littleEndian == UInt16(Self.spacedColon)
                     else { return false }
-                    i += 2
+                    i &+= 2
                 } else {
                     guard at(Self.colon) else { return false }
-                    i += 1
+                    i &+= 1
                 }
                 guard let c = count() else { return false }
                 p.variants.append(FastPost.Variant(name: name, hash: hash, count: c))
@@ -514,16 +514,16 @@ struct PostReader {
                 guard i < n else { return false }
                 if base[i] == Self.close { break }
                 guard base[i] == Self.comma else { return false }
-                i += 1
+                i &+= 1
                 if spaced {
                     guard at(0x20) else { return false }
-                    i += 1
+                    i &+= 1
                 }
             }
         }
         // The variants' '}' and the toggle's.
-        guard n - i >= 2, base[i + 1] == Self.close else { return false }
-        i += 2
+        guard n &- i >= 2, base[i &+ 1] == Self.close else { return false }
+        i &+= 2
         t.variants = from..<p.variants.count
         return true
     }
@@ -532,30 +532,30 @@ struct PostReader {
     /// and spacing.
     private mutating func counts(_ t: inout FastPost.Toggle, into p: inout FastPost, scanner: JSONScanner) -> Bool {
         guard expect(Self.colon), at(Self.open) else { return false }
-        i += 1
+        i &+= 1
         skipWhitespace()
         if at(Self.close) {
-            i += 1
+            i &+= 1
             return true
         }
         var sawVariants = false
         while true {
             guard at(Self.quote) else { return false }
-            i += 1
-            if n - i >= 4, UnsafeRawPointer(base + i).loadUnaligned(as: UInt32.self).littleEndian == Self.yesWord {
-                i += 4
+            i &+= 1
+            if n &- i >= 4, UnsafeRawPointer(base + i).loadUnaligned(as: UInt32.self).littleEndian == Self.yesWord {
+                i &+= 4
                 guard expect(Self.colon), let v = count() else { return false }
                 t.yes = v
-            } else if n - i >= 3, base[i] == UInt8(ascii: "n"), base[i + 1] == UInt8(ascii: "o"), base[i + 2] == Self.quote {
-                i += 3
+            } else if n &- i >= 3, base[i] == UInt8(ascii: "n"), base[i &+ 1] == UInt8(ascii: "o"), base[i &+ 2] == Self.quote {
+                i &+= 3
                 guard expect(Self.colon), let v = count() else { return false }
                 t.no = v
-            } else if n - i >= 9, UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian == Self.variantsWord,
-                      base[i + 8] == Self.quote {
-                i += 9
+            } else if n &- i >= 9, UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian == Self.variantsWord,
+                      base[i &+ 8] == Self.quote {
+                i &+= 9
                 guard !sawVariants, expect(Self.colon), at(Self.open) else { return false }
                 sawVariants = true
-                i += 1
+                i &+= 1
                 guard let v = variants(into: &p) else { return false }
                 t.variants = v
             } else {
@@ -573,10 +573,10 @@ struct PostReader {
     private mutating func variants(into p: inout FastPost) -> Range<Int>? {
         let from = p.variants.count
         skipWhitespace()
-        if at(Self.close) { i += 1; return from..<from }
+        if at(Self.close) { i &+= 1; return from..<from }
         while true {
             guard at(Self.quote) else { return nil }
-            i += 1
+            i &+= 1
             guard let (name, hash) = name(), expect(Self.colon), let c = count() else { return nil }
             p.variants.append(FastPost.Variant(name: name, hash: hash, count: c))
             p.longestName = Swift.max(p.longestName, name.count)

@@ -252,23 +252,21 @@ extension FeatureTable: @unchecked Sendable where Value: Sendable {}
 /// call to memcmp cost more than the comparison).
 @inline(__always)
 func sameBytes(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    @inline(__always) func word(_ p: UnsafePointer<UInt8>, _ k: Int) -> UInt64 { UnsafeRawPointer(p + k).loadUnaligned(as: UInt64.self) }
+    @inline(__always) func half(_ p: UnsafePointer<UInt8>, _ k: Int) -> UInt32 { UnsafeRawPointer(p + k).loadUnaligned(as: UInt32.self) }
     if count >= 8 {
+        // Whole words, then the last word, overlapping the one before.
         var i = 0
-        while i + 8 <= count {
-            if UnsafeRawPointer(a + i).loadUnaligned(as: UInt64.self) != UnsafeRawPointer(b + i).loadUnaligned(as: UInt64.self) {
-                return false
-            }
-            i += 8
+        let last = count &- 8
+        while i < last {
+            if word(a, i) != word(b, i) { return false }
+            i &+= 8
         }
-        // The last word, overlapping the one before.
-        return UnsafeRawPointer(a + count - 8).loadUnaligned(as: UInt64.self)
-            == UnsafeRawPointer(b + count - 8).loadUnaligned(as: UInt64.self)
+        return word(a, last) == word(b, last)
     }
     if count >= 4 {
         // Two four-byte words, overlapping when the name is shorter than eight.
-        return UnsafeRawPointer(a).loadUnaligned(as: UInt32.self) == UnsafeRawPointer(b).loadUnaligned(as: UInt32.self)
-            && UnsafeRawPointer(a + count - 4).loadUnaligned(as: UInt32.self)
-            == UnsafeRawPointer(b + count - 4).loadUnaligned(as: UInt32.self)
+        return half(a, 0) == half(b, 0) && half(a, count &- 4) == half(b, count &- 4)
     }
     for i in 0..<count where a[i] != b[i] { return false }
     return true

@@ -359,9 +359,9 @@ enum SWAR {
     @inline(__always)
     static func skipPlain(_ base: UnsafePointer<UInt8>, from i: Int, count: Int) -> Int {
         var i = i
-        while count - i >= 8 {
+        while count &- i >= 8 {
             let m = quoteBackslashOrControl(UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian)
-            if m != 0 { return i + m.trailingZeroBitCount >> 3 }
+            if m != 0 { return i &+ m.trailingZeroBitCount >> 3 }
             i += 8
         }
         return i
