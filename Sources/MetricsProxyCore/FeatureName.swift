@@ -81,6 +81,13 @@ enum NameHash {
         return x
     }
 
+    /// Of a string's UTF-8 bytes.
+    static func of(_ s: String) -> UInt64 {
+        if let h = s.utf8.withContiguousStorageIfAvailable({ of($0) }) { return h }
+        var copy = s
+        return copy.withUTF8 { of($0) }
+    }
+
     static func of(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
         var h = seed
         let n = bytes.count
