@@ -1,7 +1,9 @@
 /// The proxy's own counters, rendered as Prometheus text (format 0.0.4) for `GET /metrics`.
 public struct SelfMetrics: Sendable {
-    /// Answers to metric posts, by status code.
+    /// Answers to metric posts, by status code; 202s counted apart (`accepted`), as every
+    /// post would otherwise hash its status into the dictionary.
     public var posts: [Int: Int] = [:]
+    public var accepted = 0
     public var postBytes = 0
     public var windowsClosed = 0
     /// Upstream requests by status code, or "error" when there was no answer.
@@ -15,6 +17,12 @@ public struct SelfMetrics: Sendable {
     public var acceptPauses: [String: Int] = ["max_connections": 0, "fd_limit": 0]
     /// Requests not received whole within `[listen] request_timeout`.
     public var requestsTimedOut = 0
+
+    /// One metric post answered with `status`, its body `bytes` long.
+    public mutating func notePost(bytes: Int, status: Int) {
+        postBytes += bytes
+        if status == 202 { accepted += 1 } else { posts[status, default: 0] += 1 }
+    }
 
     public static let dropReasons = ["max_size", "max_age", "memory_cap", "rejected", "corrupt"]
 
@@ -51,7 +59,10 @@ public struct SelfMetrics: Sendable {
             out += "\(name)\(l) \(format(value))\n"
         }
         family("metrics_proxy_posts_total", "counter", "Metric posts answered, by HTTP status code.")
-        for code in Set(posts.keys).union([202, 400]).sorted() { sample("metrics_proxy_posts_total", [("code", String(code))], Double(posts[code] ?? 0)) }
+        for code in Set(posts.keys).union([202, 400]).sorted() {
+            let count = (posts[code] ?? 0) + (code == 202 ? accepted : 0)
+            sample("metrics_proxy_posts_total", [("code", String(code))], Double(count))
+        }
         family("metrics_proxy_post_bytes_total", "counter", "Bytes of metric post bodies received.")
         sample("metrics_proxy_post_bytes_total", Double(postBytes))
         family("metrics_proxy_connections", "gauge", "Client connections open.")

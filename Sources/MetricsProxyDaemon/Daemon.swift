@@ -27,7 +27,7 @@ public final class Daemon {
     private var keyCapLogged = false
     private let telemetry: Telemetry
     /// Scratch space of the fast decoder, reused for every post.
-    private var fastPost = FastPost()
+    private let fastPost = FastPost()
 
     /// Batches the spool could not take wait in memory up to this many bytes.
     static let memoryOutboxMaxBytes = 64 << 20
@@ -138,16 +138,20 @@ public final class Daemon {
         }
         let headers = req.postHeaders()
         let interval = headers.interval.flatMap(Double.init)
+        // A copy shares the scratch lists (classes): the post is read into them without
+        // another access to the property, and passed on without a copy per call.
+        var fast = fastPost
+        var bytes = 0
         let outcome = req.withBody { body -> Intake.Outcome in
-            if kind == .metrics { telemetry.metrics.postBytes += body.count }
-            let outcome = withUnsafeMutablePointer(to: &fastPost) { fast in
+            bytes = body.count
+            let outcome = withUnsafeMutablePointer(to: &fast) { fast in
                 intake.evaluate(kind, contentType: headers.contentType, contentEncoding: headers.contentEncoding,
                                 authorization: headers.authorization, body: body, fast: kind == .metrics ? fast : nil)
             }
             if case .fastMetrics(let token) = outcome {
-                if window.wouldExceed(config.limits.maxKeys, fast: fastPost, body: body, token: token) { return keyCapReached() }
+                if window.wouldExceed(config.limits.maxKeys, fast: fast, body: body, token: token) { return keyCapReached() }
                 // Merged here, while the body the post was read from is still valid.
-                window.merge(fastPost, body: body, token: token, interval: interval,
+                window.merge(fast, body: body, token: token, interval: interval,
                              now: nowMillis()) { (req.header("unleash-sdk"), req.header("unleash-connection-id")) }
             }
             if case .metrics(let post, let token) = outcome, window.wouldExceed(config.limits.maxKeys, post: post, token: token) {
@@ -160,7 +164,7 @@ public final class Daemon {
             return outcome
         }
         let now = nowMillis()
-        if kind == .metrics { telemetry.metrics.posts[outcome.status, default: 0] += 1 }
+        if kind == .metrics { telemetry.metrics.notePost(bytes: bytes, status: outcome.status) }
         switch outcome {
         case .fastMetrics:
             postsInWindow += 1
