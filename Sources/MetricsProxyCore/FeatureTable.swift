@@ -164,11 +164,25 @@ public struct FeatureTable<Value>: Sequence {
     @discardableResult @inline(__always)
     public mutating func update(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64, initial: () -> Value,
                                 _ change: (inout Value) -> Void) -> Bool {
+        makeUnique()
+        return updateOwned(bytes, hash: hash, initial: initial, change)
+    }
+
+    /// Copies storage shared with another table, so that this one can change it.
+    @inline(__always)
+    mutating func makeUnique() {
+        if storage != nil && !isKnownUniquelyReferenced(&storage) {
+            storage = Self.make(capacity: storage!.header.capacity, arenaCapacity: storage!.header.arenaCapacity,
+                                from: storage, moving: false)
+        }
+    }
+
+    /// `update` for a table made unique (`makeUnique`) and not copied since: a merge checks
+    /// once per group instead of once per name.
+    @discardableResult @inline(__always)
+    mutating func updateOwned(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64, initial: () -> Value,
+                              _ change: (inout Value) -> Void) -> Bool {
         if storage != nil {
-            if !isKnownUniquelyReferenced(&storage) {
-                storage = Self.make(capacity: storage!.header.capacity, arenaCapacity: storage!.header.arenaCapacity,
-                                    from: storage, moving: false)
-            }
             // The entry is changed outside the closure, where `change` can be inlined; the
             // pointer stays valid because `storage` holds the memory and nothing else changes
             // this table meanwhile.

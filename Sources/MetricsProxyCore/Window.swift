@@ -215,11 +215,12 @@ extension Window {
             group.start = min(group.start, p.start)
             group.stop = max(group.stop, p.stop)
             let before = group.toggles.count
+            group.toggles.makeUnique()
             p.toggles.withElements { toggles in
                 p.variants.withElements { variantList in
                     for t in toggles where t.yes != 0 || t.no != 0 {
                         // Updated in place; a new name is copied into the table.
-                        group.toggles.update(UnsafeBufferPointer(rebasing: body[t.name]), hash: t.hash, initial: { Counts() }) {
+                        group.toggles.updateOwned(UnsafeBufferPointer(rebasing: body[t.name]), hash: t.hash, initial: { Counts() }) {
                             $0.add(t, variantList, body)
                         }
                     }

@@ -41,6 +41,32 @@ final class FastPathTests: XCTestCase {
         }
     }
 
+    /// A merge changes its own window only: a copy taken between two merges keeps its counts,
+    /// in a small table (searched in order) and in one with slots alike. The merge checks the
+    /// group's table for sharing once, not per name.
+    func testMergeLeavesACopyOfTheWindowAsItWas() {
+        for count in [3, 12] {
+            let toggles = (0..<count).map { #""f\#($0)":{"yes":1,"no":2,"variants":{"v":1}}"# }.joined(separator: ",")
+            let body = Array((#"{"appName":"a","bucket":{"start":0,"stop":0,"toggles":{"# + toggles + "}}}").utf8)
+            var p = FastPost()
+            var w = Window(opened: 0)
+            body.withUnsafeBufferPointer { b in
+                XCTAssertTrue(FastPostScanner.scan(b, into: &p))
+                w.merge(p, body: b, token: token, interval: nil, now: 0) { (nil, nil) }
+                let copy = w
+                w.merge(p, body: b, token: token, interval: nil, now: 0) { (nil, nil) }
+                let key = Window.GroupKey(token: token, appName: "a", hour: 0)
+                for f in 0..<count {
+                    XCTAssertEqual(copy.groups[key]?.toggles[FeatureName("f\(f)")]?.yes, 1, "\(count) toggles: the copy")
+                    XCTAssertEqual(copy.groups[key]?.toggles[FeatureName("f\(f)")]?.variants[FeatureName("v")], 1)
+                    XCTAssertEqual(w.groups[key]?.toggles[FeatureName("f\(f)")]?.yes, 2, "\(count) toggles: the window")
+                    XCTAssertEqual(w.groups[key]?.toggles[FeatureName("f\(f)")]?.no, 4)
+                    XCTAssertEqual(w.groups[key]?.toggles[FeatureName("f\(f)")]?.variants[FeatureName("v")], 2)
+                }
+            }
+        }
+    }
+
     func testLeavesEverythingUnusualToTheFullDecoder() {
         let bodies = [
             #"{"appName":"a"}"#, #"{"appName":"a","bucket":null}"#, #"{"appName":""}"#, #"{"appName":42,"bucket":{}}"#,
