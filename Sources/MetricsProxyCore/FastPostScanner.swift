@@ -423,22 +423,62 @@ struct PostReader {
         if at(Self.close) { i &+= 1; return true }
         while true {
             guard at(Self.quote) else { return false }
-            i &+= 1
-            guard let (name, hash) = name() else { return false }
-            p.longestName = Swift.max(p.longestName, name.count)
-            let afterName = i, firstVariant = p.variants.count
-            let fresh = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: firstVariant..<firstVariant)
-            var t = fresh
-            if !shaped(&t, into: &p) {
-                // Read again, key by key, from the name's end.
-                i = afterName
-                p.variants.truncate(to: firstVariant)
-                t = fresh
+            switch shapedToggles(into: &p) {
+            case .end: return true
+            case .afterToggle: break
+            case .notShaped:
+                // This toggle key by key, in any order and spacing.
+                i &+= 1
+                guard let (name, hash) = name() else { return false }
+                p.longestName = Swift.max(p.longestName, name.count)
+                let firstVariant = p.variants.count
+                var t = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: firstVariant..<firstVariant)
                 guard counts(&t, into: &p, scanner: scanner) else { return false }
+                p.toggles.append(t)
             }
-            p.toggles.append(t)
             guard let more = another() else { return false }
             if !more { return true }
+        }
+    }
+
+    enum ShapedRun { case end, afterToggle, notShaped }
+
+    /// From a toggle's opening quote, as many toggles as come in the shape SDKs write (see
+    /// `shaped`), in one loop: `.end` past the toggles' closing '}', `.afterToggle` just after
+    /// a toggle followed by some other separator, `.notShaped` back at the opening quote of
+    /// a toggle written otherwise (its variants taken back).
+    private mutating func shapedToggles(into p: inout FastPost) -> ShapedRun {
+        while true {
+            let start = i
+            i &+= 1
+            guard let (name, hash) = name() else {
+                i = start
+                return .notShaped
+            }
+            let firstVariant = p.variants.count
+            var t = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: firstVariant..<firstVariant)
+            guard shaped(&t, into: &p) else {
+                i = start
+                p.variants.truncate(to: firstVariant)
+                return .notShaped
+            }
+            p.longestName = Swift.max(p.longestName, name.count)
+            p.toggles.append(t)
+            // `, "` or `,"` to the next toggle, or the toggles' '}'.
+            guard n &- i >= 3 else { return .afterToggle }
+            let b0 = base[i], b1 = base[i &+ 1]
+            if b0 == Self.close {
+                i &+= 1
+                return .end
+            }
+            guard b0 == Self.comma else { return .afterToggle }
+            if b1 == Self.quote {
+                i &+= 1
+            } else if b1 == 0x20, base[i &+ 2] == Self.quote {
+                i &+= 2
+            } else {
+                return .afterToggle
+            }
         }
     }
 

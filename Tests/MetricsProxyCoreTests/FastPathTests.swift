@@ -212,6 +212,32 @@ final class FastPathTests: XCTestCase {
 
     /// Each cut, deleted byte or changed byte of posts in both spellings: whatever the fast
     /// path accepts, the full decoder accepts and merges the same way.
+    /// One post, toggles in several spellings: the shaped run stops at a toggle written
+    /// otherwise (read key by key, the variants it had taken given back) and at any other
+    /// separator, and the next toggle starts a new run. Each post is read by the fast path
+    /// and merges as the full decoder reads it.
+    func testShapedRunsResumeAfterOtherSpellingsAndSeparators() {
+        let head = #"{"appName": "a", "bucket": {"start": "2026-11-28T10:00:00Z", "stop": "2026-11-28T10:00:30Z", "toggles": {"#
+        let toggles = [
+            // Key order changed in the middle toggle.
+            #""f": {"yes": 1, "no": 2, "variants": {"v": 1}}, "g": {"variants": {"v": 5}, "no": 1, "yes": 3}, "h": {"yes": 4, "no": 0, "variants": {"v": 2, "w": 2}}"#,
+            // A variant taken, then a compact separator in a spaced toggle: given back, read again.
+            #""f": {"yes": 1, "no": 2, "variants": {"v": 1,"w": 2}}, "g": {"yes": 3, "no": 0, "variants": {"v": 5}}"#,
+            // Other separators between toggles and before the closing brace.
+            #""f": {"yes": 1, "no": 2},\#n  "g": {"yes": 3, "no": 0} ,"h":{"yes":1,"no":1}, \#t"i": {"yes": 9, "no": 9} "#,
+            // Compact and spaced toggles in one post; an empty object; a repeated name.
+            #""f":{"yes":1,"no":2,"variants":{"v":1}},"g": {"yes": 3, "no": 4},"h":{},"f":{"yes":5,"no":6,"variants":{"w":7}}"#,
+        ]
+        for t in toggles {
+            let body = head + t + "}}}"
+            let (fast, slow) = windows(body)
+            XCTAssertNotNil(fast, "the fast path takes \(body)")
+            XCTAssertNotNil(slow, body)
+            XCTAssertEqual(fast?.groups, slow?.groups, body)
+            XCTAssertEqual(fast?.keyCount, slow?.keyCount, body)
+        }
+    }
+
     func testShapedPostsAgreeWithTheFullDecoderUnderEveryByteChange() {
         let spaced = #"{"appName": "a", "bucket": {"start": "2026-11-28T10:00:00Z", "stop": "2026-11-28T10:00:30Z", "toggles": {"f": {"yes": 2, "no": 13, "variants": {"v": 1, "w": 10}}, "g": {"yes": 0, "no": 4, "variants": {}}, "h": {"yes": 7, "no": 0}}}}"#
         let compact = #"{"appName":"a","bucket":{"start":"2026-11-28T10:00:00Z","stop":"2026-11-28T10:00:30Z","toggles":{"f":{"yes":2,"no":13,"variants":{"v":1,"w":10}},"g":{"yes":0,"no":4,"variants":{}},"h":{"yes":7,"no":0}}}}"#
