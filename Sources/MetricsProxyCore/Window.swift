@@ -164,10 +164,12 @@ extension Window.Counts {
     mutating func add(_ t: FastPost.Toggle, _ variantList: UnsafeBufferPointer<FastPost.Variant>, _ body: UnsafeBufferPointer<UInt8>) {
         yes = yes.addingSaturating(t.yes)
         no = no.addingSaturating(t.no)
+        guard !t.variants.isEmpty else { return }
+        variants.makeUnique()
         for i in t.variants {
             let v = variantList[i]
             guard v.count != 0 else { continue }
-            variants.update(UnsafeBufferPointer(rebasing: body[v.name]), hash: v.hash, initial: { 0 }) { $0.addSaturating(v.count) }
+            variants.updateOwned(UnsafeBufferPointer(rebasing: body[v.name]), hash: v.hash, initial: { 0 }) { $0.addSaturating(v.count) }
         }
     }
 }
