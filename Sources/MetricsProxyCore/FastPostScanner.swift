@@ -364,6 +364,7 @@ struct PostReader {
 
     /// After a string's opening quote: its bytes up to the closing quote, which `i` ends past.
     /// Nil when it has an escape or a control character (the full decoder judges those).
+    @inline(__always)
     private mutating func rawString() -> Range<Int>? {
         let start = i
         i = SWAR.skipPlain(base, from: i, count: n)
