@@ -3,7 +3,6 @@
 public struct FastPost {
     struct Toggle {
         var name: Range<Int>
-        var hash: UInt64
         var yes: Int64
         var no: Int64
         /// Indices into `variants`.
@@ -12,7 +11,6 @@ public struct FastPost {
 
     struct Variant {
         var name: Range<Int>
-        var hash: UInt64
         var count: Int64
     }
 
@@ -109,16 +107,15 @@ public enum FastPostScanner {
 }
 
 /// A post read in one loop over raw bytes. The toggles object, the bulk of every post: each
-/// name a word at a time (its `NameHash` computed on the way), each toggle's counts matched
-/// against the shape SDKs write, counts parsed in place. The top level and the bucket: keys
-/// told apart by length, then compared. Anything unusual makes it answer false and the full
+/// name found a word at a time (not hashed: see `FeatureTable.updateOwned(_:hint:…)`), each
+/// toggle's counts matched against the shape SDKs write, counts parsed in place. The top
+/// level and the bucket: keys told apart by length, then compared. Anything unusual makes it answer false and the full
 /// decoder reads the body; only unknown keys are skipped, with the general scanner.
 struct PostReader {
     let base: UnsafePointer<UInt8>
     let n: Int
     /// The next byte to read.
     var i: Int
-    let seed = NameHash.seed
 
     init(base: UnsafePointer<UInt8>, count: Int, at i: Int) {
         self.base = base
@@ -155,36 +152,30 @@ struct PostReader {
 
     /// After a name's opening quote: a plain ASCII name (no escapes, control characters or
     /// bytes above 0x7F; the full decoder turns invalid UTF-8 into U+FFFD, so two different
-    /// invalid names would be one name there) and its hash; `i` ends past the closing quote.
+    /// invalid names would be one name there); `i` ends past the closing quote. Not hashed:
+    /// the window finds most names without their hash (`FeatureTable.updateOwned(_:hint:…)`).
     @inline(__always)
-    mutating func name() -> (name: Range<Int>, hash: UInt64)? {
+    mutating func name() -> Range<Int>? {
         let start = i
-        var h = seed
         var p = i
         while n &- p >= 8 {
-            let w = UnsafeRawPointer(base + p).loadUnaligned(as: UInt64.self).littleEndian
-            let m = SWAR.quoteBackslashControlOrHigh(w)
+            let m = SWAR.quoteBackslashControlOrHigh(UnsafeRawPointer(base + p).loadUnaligned(as: UInt64.self).littleEndian)
             if m == 0 {
-                h = NameHash.fold(h, w)
                 p &+= 8
                 continue
             }
-            let k = m.trailingZeroBitCount >> 3
-            guard base[p &+ k] == Self.quote else { return nil }
-            let last = w & ((1 &<< UInt64(8 &* k)) &- 1)
-            i = p &+ k &+ 1
-            return (start..<p &+ k, NameHash.finish(NameHash.fold(h, last), length: p &+ k &- start))
+            p &+= m.trailingZeroBitCount >> 3
+            guard base[p] == Self.quote else { return nil }
+            i = p &+ 1
+            return start..<p
         }
-        var last: UInt64 = 0, shift: UInt64 = 0
         while p < n {
             let b = base[p]
             if b == Self.quote {
                 i = p &+ 1
-                return (start..<p, NameHash.finish(NameHash.fold(h, last), length: p &- start))
+                return start..<p
             }
             if b == UInt8(ascii: "\\") || b < 0x20 || b > 0x7F { return nil }
-            last |= UInt64(b) &<< shift
-            shift &+= 8
             p &+= 1
         }
         return nil
@@ -430,10 +421,10 @@ struct PostReader {
             case .notShaped:
                 // This toggle key by key, in any order and spacing.
                 i &+= 1
-                guard let (name, hash) = name() else { return false }
+                guard let name = name() else { return false }
                 p.longestName = Swift.max(p.longestName, name.count)
                 let firstVariant = p.variants.count
-                var t = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: firstVariant..<firstVariant)
+                var t = FastPost.Toggle(name: name, yes: 0, no: 0, variants: firstVariant..<firstVariant)
                 guard counts(&t, into: &p, scanner: scanner) else { return false }
                 p.toggles.append(t)
             }
@@ -452,12 +443,12 @@ struct PostReader {
         while true {
             let start = i
             i &+= 1
-            guard let (name, hash) = name() else {
+            guard let name = name() else {
                 i = start
                 return .notShaped
             }
             let firstVariant = p.variants.count
-            var t = FastPost.Toggle(name: name, hash: hash, yes: 0, no: 0, variants: firstVariant..<firstVariant)
+            var t = FastPost.Toggle(name: name, yes: 0, no: 0, variants: firstVariant..<firstVariant)
             guard shaped(&t, into: &p) else {
                 i = start
                 p.variants.truncate(to: firstVariant)
@@ -540,7 +531,7 @@ struct PostReader {
             while true {
                 guard at(Self.quote) else { return false }
                 i &+= 1
-                guard let (name, hash) = name() else { return false }
+                guard let name = name() else { return false }
                 if spaced {
                     guard n &- i >= 2, UnsafeRawPointer(base + i).loadUnaligned(as: UInt16.self).littleEndian == UInt16(Self.spacedColon)
                     else { return false }
@@ -550,7 +541,7 @@ struct PostReader {
                     i &+= 1
                 }
                 guard let c = count() else { return false }
-                p.variants.append(FastPost.Variant(name: name, hash: hash, count: c))
+                p.variants.append(FastPost.Variant(name: name, count: c))
                 p.longestName = Swift.max(p.longestName, name.count)
                 guard i < n else { return false }
                 if base[i] == Self.close { break }
@@ -618,8 +609,8 @@ struct PostReader {
         while true {
             guard at(Self.quote) else { return nil }
             i &+= 1
-            guard let (name, hash) = name(), expect(Self.colon), let c = count() else { return nil }
-            p.variants.append(FastPost.Variant(name: name, hash: hash, count: c))
+            guard let name = name(), expect(Self.colon), let c = count() else { return nil }
+            p.variants.append(FastPost.Variant(name: name, count: c))
             p.longestName = Swift.max(p.longestName, name.count)
             guard let more = another() else { return nil }
             if !more { return from..<p.variants.count }

@@ -61,9 +61,9 @@ public struct FeatureName: Hashable, Comparable, ExpressibleByStringLiteral, Cus
 
 /// The hash of a name's bytes, eight at a time: each 8-byte word (little-endian; the last one
 /// zero-padded, always present) is folded in with a rotate, xor and multiply, and the result
-/// is finalised with the length. The scanner computes the same value while it looks for the
-/// closing quote, a word at a time, so a name is read once. Seeded per process, so which names
-/// share a table slot cannot be worked out in advance from outside.
+/// is finalised with the length. A post's names are hashed only when the window does not find
+/// them at the entry it expects (`FeatureTable.updateOwned(_:hint:…)`). Seeded per process,
+/// so which names share a table slot cannot be worked out in advance from outside.
 enum NameHash {
     static let seed: UInt64 = UInt64.random(in: .min ... .max)
 
@@ -88,14 +88,22 @@ enum NameHash {
         return copy.withUTF8 { of($0) }
     }
 
+    @inline(__always)
     static func of(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
         var h = seed
         let n = bytes.count
         guard let base = bytes.baseAddress else { return finish(fold(h, 0), length: 0) }
         var i = 0
-        while n - i >= 8 {
+        while n &- i >= 8 {
             h = fold(h, UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self).littleEndian)
-            i += 8
+            i &+= 8
+        }
+        if n >= 8 {
+            // The bytes left, from one load that ends with the name, shifted down to where
+            // the byte-by-byte read below puts them.
+            let rest = n &- i
+            let w = UnsafeRawPointer(base + (n &- 8)).loadUnaligned(as: UInt64.self).littleEndian
+            return finish(fold(h, rest == 0 ? 0 : w >> UInt64(8 &* (8 &- rest))), length: n)
         }
         var last: UInt64 = 0
         var shift: UInt64 = 0

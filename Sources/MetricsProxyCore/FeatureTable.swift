@@ -1,6 +1,7 @@
 /// The window's per-group table of feature names: open addressing over the names' hashes
-/// (`NameHash`), names kept in one byte arena. A lookup by a post's bytes hashes nothing more (the
-/// scanner computed the hash), allocates nothing, and retains nothing; only a new name is
+/// (`NameHash`), names kept in one byte arena. A merge looks a post's name up by its bytes at
+/// the entry it expects first (`updateOwned(_:hint:…)`), and hashes it only when that entry
+/// holds another name; a lookup allocates nothing and retains nothing; only a new name is
 /// copied in. Measured against `Dictionary<FeatureName, _>`, whose every lookup seeds and
 /// finalises a SipHash `Hasher` and retains the stored key's String to compare it.
 ///
@@ -200,6 +201,41 @@ public struct FeatureTable<Value>: Sequence {
         return true
     }
 
+    /// `updateOwned` for a name not hashed yet. The entry at `hint` is tried first, by length
+    /// and bytes: posts list features (and a feature its variants) in the order the window
+    /// first saw them when their SDK keeps that order, so most names are found without a
+    /// hash. Only a name not at `hint` is hashed and looked up. `hint` ends just past the
+    /// entry that holds the name. Returns whether the name was added.
+    @discardableResult @inline(__always)
+    mutating func updateOwned(_ bytes: UnsafeBufferPointer<UInt8>, hint: inout Int, initial: () -> Value,
+                              _ change: (inout Value) -> Void) -> Bool {
+        var hash: UInt64?
+        if storage != nil {
+            let entry = storage!.withUnsafeMutablePointers { h, tail -> UnsafeMutablePointer<Entry>? in
+                let es = Self.entries(tail), g = hint
+                if g < h.pointee.count, Int(es[g].length) == bytes.count,
+                   bytes.count == 0 || sameBytesFromTheEnd(Self.arena(h, tail) + Int(es[g].start), bytes.baseAddress!, bytes.count) {
+                    hint = g &+ 1
+                    return es + g
+                }
+                let hashed = NameHash.of(bytes)
+                hash = hashed
+                guard let e = Self.find(h, tail, bytes, hash: hashed) else { return nil }
+                hint = e &+ 1
+                return es + e
+            }
+            if let entry {
+                change(&entry.pointee.value)
+                return false
+            }
+        }
+        var v = initial()
+        change(&v)
+        insert(bytes, hash: hash ?? NameHash.of(bytes), v)
+        hint = count
+        return true
+    }
+
     public func contains(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64) -> Bool { find(bytes, hash: hash) != nil }
 
     /// The entry at `index` (in the order names were added): its name's bytes and its value.
@@ -261,6 +297,18 @@ extension FeatureTable: Equatable where Value: Equatable {
 // A value type: its storage is only changed when not shared (copied first otherwise), so
 // copies on different threads never touch the same memory.
 extension FeatureTable: @unchecked Sendable where Value: Sendable {}
+
+/// `sameBytes`, the last word compared first: names that share a prefix
+/// (`feature.checkout.flag-003`, `feature.checkout.flag-017`) differ at their ends.
+@inline(__always)
+func sameBytesFromTheEnd(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    if count >= 8 {
+        let last = count &- 8
+        guard UnsafeRawPointer(a + last).loadUnaligned(as: UInt64.self) == UnsafeRawPointer(b + last).loadUnaligned(as: UInt64.self)
+        else { return false }
+    }
+    return sameBytes(a, b, count)
+}
 
 /// Whether `count` bytes at `a` and `b` are equal: a word at a time (names are short, and a
 /// call to memcmp cost more than the comparison).

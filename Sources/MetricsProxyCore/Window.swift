@@ -99,7 +99,10 @@ public struct Window: Sendable {
         }
         guard keyCount + p.toggles.count > maxKeys else { return false }
         let names = p.toggles.filter { $0.yes != 0 || $0.no != 0 }
-            .map { FeatureName(borrowing: UnsafeBufferPointer(rebasing: body[$0.name]), hash: $0.hash) }
+            .map { t in
+                let bytes = UnsafeBufferPointer(rebasing: body[t.name])
+                return FeatureName(borrowing: bytes, hash: NameHash.of(bytes))
+            }
         let appName = String(decoding: UnsafeBufferPointer(rebasing: body[p.appName]), as: UTF8.self)
         return wouldExceed(maxKeys, token: token, appName: appName, stop: p.stop, names: names)
     }
@@ -166,10 +169,11 @@ extension Window.Counts {
         no = no.addingSaturating(t.no)
         guard !t.variants.isEmpty else { return }
         variants.makeUnique()
+        var hint = 0
         for i in t.variants {
             let v = variantList[i]
             guard v.count != 0 else { continue }
-            variants.updateOwned(UnsafeBufferPointer(rebasing: body[v.name]), hash: v.hash, initial: { 0 }) { $0.addSaturating(v.count) }
+            variants.updateOwned(UnsafeBufferPointer(rebasing: body[v.name]), hint: &hint, initial: { 0 }) { $0.addSaturating(v.count) }
         }
     }
 }
@@ -218,11 +222,12 @@ extension Window {
             group.stop = max(group.stop, p.stop)
             let before = group.toggles.count
             group.toggles.makeUnique()
+            var hint = 0
             p.toggles.withElements { toggles in
                 p.variants.withElements { variantList in
                     for t in toggles where t.yes != 0 || t.no != 0 {
                         // Updated in place; a new name is copied into the table.
-                        group.toggles.updateOwned(UnsafeBufferPointer(rebasing: body[t.name]), hash: t.hash, initial: { Counts() }) {
+                        group.toggles.updateOwned(UnsafeBufferPointer(rebasing: body[t.name]), hint: &hint, initial: { Counts() }) {
                             $0.add(t, variantList, body)
                         }
                     }

@@ -67,6 +67,36 @@ final class FastPathTests: XCTestCase {
         }
     }
 
+    /// Posts into one window with their toggles (and variants) in the window's order, in
+    /// other orders, as subsets and with repeats: the merge tries the next entry in the
+    /// table's order first and finds the others by hash; the window ends as the full
+    /// decoder's does.
+    func testPostsInAnyOrderMergeAsTheFullDecoderMergesThem() {
+        var rng = SystemRandomNumberGenerator()
+        let names = (0..<24).map { "feature.checkout.flag-\(100 + $0)" } + ["1-short", "2-short", "x"]
+        var fast = Window(opened: 0), slow = Window(opened: 0)
+        var p = FastPost()
+        for post in 0..<60 {
+            var chosen = post % 3 == 0 ? names : names.filter { _ in Bool.random(using: &rng) }
+            if post % 2 == 1 { chosen.shuffle(using: &rng) }
+            if post % 5 == 0, let first = chosen.first { chosen.append(first) }
+            let toggles = chosen.map { n -> String in
+                let variants = n.hasSuffix("3") ? ["treatment", "control"].shuffled(using: &rng) : ["control"]
+                let v = variants.map { #""\#($0)": \#(Int.random(in: 0...3, using: &rng))"# }.joined(separator: ", ")
+                return #""\#(n)": {"yes": \#(Int.random(in: 0...9, using: &rng)), "no": \#(Int.random(in: 0...9, using: &rng)), "variants": {\#(v)}}"#
+            }.joined(separator: ", ")
+            let body = #"{"appName": "a", "instanceId": "i\#(post % 4)", "bucket": {"start": "2026-11-28T10:00:00Z", "stop": "2026-11-28T10:00:30Z", "toggles": {"# + toggles + "}}}"
+            let bytes = Array(body.utf8)
+            bytes.withUnsafeBufferPointer { b in
+                XCTAssertTrue(FastPostScanner.scan(b, into: &p), body)
+                fast.merge(p, body: b, token: token, interval: nil, now: 0) { (nil, nil) }
+            }
+            slow.merge(try! MetricsPostDecoder.decode(bytes), token: token, interval: nil, now: 0)
+        }
+        XCTAssertEqual(fast.groups, slow.groups)
+        XCTAssertEqual(fast.keyCount, slow.keyCount)
+    }
+
     func testLeavesEverythingUnusualToTheFullDecoder() {
         let bodies = [
             #"{"appName":"a"}"#, #"{"appName":"a","bucket":null}"#, #"{"appName":""}"#, #"{"appName":42,"bucket":{}}"#,
@@ -89,10 +119,10 @@ final class FastPathTests: XCTestCase {
         }
     }
 
-    /// The scanner hashes names a word at a time while it looks for the closing quote; the
-    /// window hashes stored names with `NameHash.of`. They must agree for every length and
-    /// wherever the name ends (a word-sized load or the byte-by-byte tail near the end).
-    func testNameReaderAgreesWithTheHashAndStopsAtEverySpecialByte() {
+    /// The name reader finds the closing quote a word at a time (or byte by byte near the
+    /// end of the body) and refuses escapes, control characters and bytes above 0x7F,
+    /// wherever they fall.
+    func testNameReaderStopsAtTheQuoteAndAtEverySpecialByte() {
         for length in 0...40 {
             let name = (0..<length).map { UInt8(ascii: "a") + UInt8($0 % 26) }
             for trailing in 0...9 {
@@ -100,8 +130,7 @@ final class FastPathTests: XCTestCase {
                 buffer.withUnsafeBufferPointer { b in
                     var r = PostReader(base: b.baseAddress!, count: b.count, at: 1)
                     let read = r.name()
-                    XCTAssertEqual(read?.name, 1..<(1 + length), "length \(length), \(trailing) after")
-                    XCTAssertEqual(read?.hash, name.withUnsafeBufferPointer { NameHash.of($0) }, "length \(length), \(trailing) after")
+                    XCTAssertEqual(read, 1..<(1 + length), "length \(length), \(trailing) after")
                     XCTAssertEqual(r.i, length + 2)
                 }
                 for position in 0..<length {
@@ -119,6 +148,29 @@ final class FastPathTests: XCTestCase {
             ([UInt8(ascii: "\"")] + name).withUnsafeBufferPointer { b in
                 var r = PostReader(base: b.baseAddress!, count: b.count, at: 1)
                 XCTAssertNil(r.name())
+            }
+        }
+    }
+
+    /// `NameHash.of` reads a name's last partial word with one load that ends with the name;
+    /// it must equal the definition (whole words, then the rest byte by byte, little-endian)
+    /// for every length and wherever the name sits in memory.
+    func testNameHashReadsTheLastWordAsTheDefinitionDoes() {
+        func definition(_ bytes: [UInt8]) -> UInt64 {
+            var h = NameHash.seed, i = 0
+            while bytes.count - i >= 8 {
+                h = NameHash.fold(h, (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[i + $1]) << (8 * UInt64($1)) })
+                i += 8
+            }
+            let last = (i..<bytes.count).reduce(UInt64(0)) { $0 | UInt64(bytes[$1]) << (8 * UInt64($1 - i)) }
+            return NameHash.finish(NameHash.fold(h, last), length: bytes.count)
+        }
+        for length in 0...40 {
+            let name = (0..<length).map { UInt8(truncatingIfNeeded: 0x61 + $0 * 7) }
+            for offset in 0..<8 {
+                let padded = Array(repeating: UInt8(0xEE), count: offset) + name + [0xEE]
+                let hashed = padded.withUnsafeBufferPointer { NameHash.of(UnsafeBufferPointer(rebasing: $0[offset..<offset + length])) }
+                XCTAssertEqual(hashed, definition(name), "length \(length) at offset \(offset)")
             }
         }
         XCTAssertNotEqual(Array("ab".utf8).withUnsafeBufferPointer { NameHash.of($0) },
@@ -176,7 +228,7 @@ final class FastPathTests: XCTestCase {
             return bytes.withUnsafeBufferPointer { b in
                 var p = FastPost()
                 var r = PostReader(base: b.baseAddress!, count: b.count, at: 3)
-                var t = FastPost.Toggle(name: 1..<2, hash: 0, yes: 0, no: 0, variants: 0..<0)
+                var t = FastPost.Toggle(name: 1..<2, yes: 0, no: 0, variants: 0..<0)
                 guard r.shaped(&t, into: &p) else { return nil }
                 XCTAssertEqual(b[r.i], UInt8(ascii: ","), "stops after the toggle's '}' in \(rest)")
                 var variants: [String: Int64] = [:]

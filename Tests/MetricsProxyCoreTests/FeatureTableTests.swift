@@ -43,6 +43,42 @@ final class FeatureTableTests: XCTestCase {
         XCTAssertNil(table["absent"])
     }
 
+    /// The merge's lookup: the entry at a hint first (by length and bytes), else by hash.
+    /// Runs of names in the table's order, random jumps, names of equal length that differ
+    /// only at the start or only at the end, the empty name; small tables and ones with
+    /// slots. Counts agree with a dictionary, the hint ends past the name's entry (entries
+    /// keep the order names were added), and the hashed lookup finds every name added.
+    func testHintedUpdatesAgreeWithADictionary() {
+        for size in [5, 300] {
+            var table = FeatureTable<Int>()
+            var reference: [String: Int] = [:]
+            var order: [String] = []
+            var rng = SystemRandomNumberGenerator()
+            let names = (0..<size).map { i -> String in
+                switch i % 4 {
+                case 0: return "feature.checkout.flag-\(1000 + i)"
+                case 1: return "\(1000 + i)-feature.checkout.flag"
+                case 2: return String(repeating: "x", count: i % 40)
+                default: return "é🙂\(i)"
+                }
+            }
+            var hint = 0
+            for step in 0..<4000 {
+                // Mostly the name at the hint (a post in the table's order), else any name.
+                let name = step % 5 != 0 && hint < order.count ? order[hint] : names.randomElement(using: &rng)!
+                if step % 50 == 0 { hint = Int.random(in: 0...(order.count + 1), using: &rng) }
+                var bytes = name
+                let added = bytes.withUTF8 { b in table.updateOwned(b, hint: &hint, initial: { 0 }) { $0 += 1 } }
+                XCTAssertEqual(added, reference[name] == nil, name)
+                if reference[name] == nil { order.append(name) }
+                reference[name, default: 0] += 1
+                XCTAssertEqual(hint, order.firstIndex(of: name)! + 1, "the hint ends past \(name)'s entry")
+            }
+            XCTAssertEqual(table.count, reference.count)
+            for (k, v) in reference { XCTAssertEqual(table[FeatureName(k)], v, k) }
+        }
+    }
+
     func testEqualityIgnoresOrder() {
         var a = FeatureTable<Int>(), b = FeatureTable<Int>()
         for n in ["x", "y", "z"] { _ = update(&a, n, 1) }
