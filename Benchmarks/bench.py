@@ -128,8 +128,10 @@ wait_http(tuned_port, "/")
 proxy, proxy_port, _, proxy_log = start_proxy()
 idle_rss = rss_kib(proxy.pid)
 rows = []
-for size in (20, 50, 200):
-    bodies = os.path.join(a.bodies, f"bodies-{size}.tsv")
+# "50, shuffled": each post's toggles in an order of its own (see bodies.py).
+cases = (("20", "bodies-20"), ("50", "bodies-50"), ("50, shuffled", "bodies-50-shuffled"), ("200", "bodies-200"))
+for size, name in cases:
+    bodies = os.path.join(a.bodies, f"{name}.tsv")
     b_runs, p_runs, t_runs = [], [], []
     for _ in range(ROUNDS):
         b_runs.append(wrk(base_port, bodies))

@@ -29,3 +29,14 @@ for size in (20, 50, 200):
             f.write(tokens[i % len(tokens)] + "\t" + json.dumps(body) + "\n")
     sizes = [len(l.split("\t", 1)[1]) for l in open(os.path.join(out, f"bodies-{size}.tsv"))]
     print(f"bodies-{size}.tsv: 64 bodies, {sum(sizes) // len(sizes)} bytes on average")
+# The 50-toggle posts with each post's toggles in an order of its own, as an SDK sends them
+# that keeps no order (Go's maps); the others keep one order per app, as the Python SDK does.
+with open(os.path.join(out, "bodies-50-shuffled.tsv"), "w") as f:
+    for line in open(os.path.join(out, "bodies-50.tsv")):
+        token, body = line.rstrip("\n").split("\t", 1)
+        post = json.loads(body)
+        toggles = list(post["bucket"]["toggles"].items())
+        rng.shuffle(toggles)
+        post["bucket"]["toggles"] = dict(toggles)
+        f.write(token + "\t" + json.dumps(post) + "\n")
+print("bodies-50-shuffled.tsv: the same, each post's toggles in its own order")

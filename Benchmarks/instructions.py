@@ -19,6 +19,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--proxy", required=True)
 ap.add_argument("--baseline", required=True)
 ap.add_argument("--bodies", required=True)
+ap.add_argument("--shuffled", help="the same posts, each with its toggles in its own order")
 ap.add_argument("--top", type=int, default=15)
 a = ap.parse_args()
 WARMUP = int(os.environ.get("WARMUP", "500"))
@@ -31,9 +32,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def requests(port):
+def requests(port, bodies):
     out = []
-    for line in open(a.bodies):
+    for line in open(bodies):
         token, body = line.rstrip("\n").split("\t", 1)
         b = body.encode()
         out.append(b"POST /api/client/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -41,8 +42,8 @@ def requests(port):
     return out
 
 
-def post(port, n, offset):
-    reqs = requests(port)
+def post(port, n, offset, bodies):
+    reqs = requests(port, bodies)
     with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
         for i in range(n):
             s.sendall(reqs[(offset + i) % len(reqs)])
@@ -56,7 +57,7 @@ def post(port, n, offset):
                 sys.exit("not 202: " + data.split(b"\r\n", 1)[0].decode())
 
 
-def measure(name, argv_for_port):
+def measure(name, argv_for_port, bodies=a.bodies):
     work = tempfile.mkdtemp(prefix="mp-instr-")
     port = free_port()
     out = os.path.join(work, "callgrind.out")
@@ -71,9 +72,9 @@ def measure(name, argv_for_port):
             time.sleep(0.2)
     else:
         sys.exit(f"{name} did not start under valgrind")
-    post(port, WARMUP, 0)
+    post(port, WARMUP, 0, a.bodies)
     subprocess.run(["callgrind_control", "--zero", str(server.pid)], check=True, capture_output=True)
-    post(port, POSTS, WARMUP)
+    post(port, POSTS, WARMUP, bodies)
     subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True, capture_output=True)
     server.terminate()
     server.wait(timeout=60)
@@ -128,6 +129,10 @@ proxy = measure("proxy", proxy_argv)
 b, p = sum(base.values()) / POSTS, sum(proxy.values()) / POSTS
 print(f"user-space instructions per post ({os.path.basename(a.bodies)}, {POSTS} posts after {WARMUP}):")
 print(f"  baseline {b:,.0f}\n  proxy    {p:,.0f}   ({p / b:.2f}x the baseline; {p - b:,.0f} more)")
+if a.shuffled:
+    # Warmed up with the ordered posts, so the window's tables keep that order.
+    s = sum(measure("proxy", proxy_argv, a.shuffled).values()) / POSTS
+    print(f"  proxy    {s:,.0f}   ({s / b:.2f}x) with {os.path.basename(a.shuffled)}")
 print(f"\nthe proxy's {a.top} costliest functions (instructions per post):")
 top = proxy.most_common(a.top)
 for (name, c), pretty in zip(top, demangle([n for n, _ in top])):
