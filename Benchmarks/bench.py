@@ -146,11 +146,16 @@ for size, name in cases:
     t_rps = statistics.median(r[0] for r in t_runs)
     t_p99 = statistics.median(r[1].get("99", 0) for r in t_runs)
     rows.append((size, b_rps, p_rps, p_rps / b_rps, b_p99, p_p99, p_p99 / b_p99 if b_p99 else 0, p_p50, errors,
-                 t_rps, p_rps / t_rps, t_p99, p_p99 / t_p99 if t_p99 else 0))
+                 t_rps, p_rps / t_rps, t_p99, p_p99 / t_p99 if t_p99 else 0,
+                 [p[0] / b[0] for b, p in zip(b_runs, p_runs)]))
 print("| toggles | baseline req/s | proxy req/s | ratio | baseline p99 ms | proxy p99 ms | p99 ratio | proxy p50 ms | proxy non-202 |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     print(f"| {r[0]} | {r[1]:.0f} | {r[2]:.0f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} | {r[7]:.2f} | {r[8]} |")
+# The machine's speed drifts between runs: each round's proxy run against the baseline run
+# just before it shows how much of a ratio is the proxy and how much the moment.
+print("\nEach round's proxy req/s ÷ the baseline's in the same round: " + "; ".join(
+    f"{r[0]}: {', '.join(f'{x:.2f}' for x in r[13])}" for r in rows))
 print("\nThe same proxy runs against the baseline with EVENT_EPOLL_USE_CHANGELIST=1:\n")
 print("| toggles | tuned baseline req/s | ratio | tuned baseline p99 ms | p99 ratio |")
 print("|---|---|---|---|---|")
