@@ -10,9 +10,8 @@ public struct FeatureName: Hashable, Comparable, ExpressibleByStringLiteral, Cus
     private let borrowed: UnsafeBufferPointer<UInt8>?
 
     public init(_ text: String) {
-        var t = text
-        hashBits = t.withUTF8 { NameHash.of($0) }
-        self.text = t
+        self.text = text
+        hashBits = NameHash.of(text)
         borrowed = nil
     }
 
