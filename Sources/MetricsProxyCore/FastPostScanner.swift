@@ -109,8 +109,9 @@ public enum FastPostScanner {
 /// A post read in one loop over raw bytes. The toggles object, the bulk of every post: each
 /// name found a word at a time (not hashed: see `FeatureTable.updateOwned(_:hint:…)`), each
 /// toggle's counts matched against the shape SDKs write, counts parsed in place. The top
-/// level and the bucket: keys told apart by length, then compared. Anything unusual makes it answer false and the full
-/// decoder reads the body; only unknown keys are skipped, with the general scanner.
+/// level and the bucket: keys told apart by length, then compared. Anything unusual makes it
+/// answer false and the full decoder reads the body; only unknown keys are skipped, with the
+/// general scanner.
 struct PostReader {
     let base: UnsafePointer<UInt8>
     let n: Int

@@ -139,7 +139,7 @@ public struct FeatureTable<Value>: Sequence {
         return made
     }
 
-    /// Adds a name known to be absent. `update` has already made the storage this table's own.
+    /// Adds a name known to be absent, to storage already this table's own (`makeUnique`).
     private mutating func insert(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64, _ value: Value) {
         let (count, capacity, arenaCount, arenaCapacity) = storage.map {
             ($0.header.count, $0.header.capacity, $0.header.arenaCount, $0.header.arenaCapacity)
@@ -183,22 +183,10 @@ public struct FeatureTable<Value>: Sequence {
     @discardableResult @inline(__always)
     mutating func updateOwned(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64, initial: () -> Value,
                               _ change: (inout Value) -> Void) -> Bool {
-        if storage != nil {
-            // The entry is changed outside the closure, where `change` can be inlined; the
-            // pointer stays valid because `storage` holds the memory and nothing else changes
-            // this table meanwhile.
-            let entry = storage!.withUnsafeMutablePointers { h, tail -> UnsafeMutablePointer<Entry>? in
-                Self.find(h, tail, bytes, hash: hash).map { Self.entries(tail) + $0 }
-            }
-            if let entry {
-                change(&entry.pointee.value)
-                return false
-            }
-        }
-        var v = initial()
-        change(&v)
-        insert(bytes, hash: hash, v)
-        return true
+        let entry = storage?.withUnsafeMutablePointers { h, tail in
+            Self.find(h, tail, bytes, hash: hash).map { Self.entries(tail) + $0 }
+        } ?? nil
+        return changeOrAdd(entry, bytes, hash: hash, initial, change)
     }
 
     /// `updateOwned` for a name not hashed yet. The entry at `hint` is tried first, by length
@@ -210,29 +198,39 @@ public struct FeatureTable<Value>: Sequence {
     mutating func updateOwned(_ bytes: UnsafeBufferPointer<UInt8>, hint: inout Int, initial: () -> Value,
                               _ change: (inout Value) -> Void) -> Bool {
         var hash: UInt64?
-        if storage != nil {
-            let entry = storage!.withUnsafeMutablePointers { h, tail -> UnsafeMutablePointer<Entry>? in
-                let es = Self.entries(tail), g = hint
-                if g < h.pointee.count, Int(es[g].length) == bytes.count,
-                   bytes.count == 0 || sameBytesFromTheEnd(Self.arena(h, tail) + Int(es[g].start), bytes.baseAddress!, bytes.count) {
-                    hint = g &+ 1
-                    return es + g
-                }
-                let hashed = NameHash.of(bytes)
-                hash = hashed
-                guard let e = Self.find(h, tail, bytes, hash: hashed) else { return nil }
-                hint = e &+ 1
-                return es + e
+        let entry = storage?.withUnsafeMutablePointers { h, tail -> UnsafeMutablePointer<Entry>? in
+            let es = Self.entries(tail), g = hint
+            if g < h.pointee.count, Int(es[g].length) == bytes.count,
+               bytes.count == 0 || sameBytesFromTheEnd(Self.arena(h, tail) + Int(es[g].start), bytes.baseAddress!, bytes.count) {
+                hint = g &+ 1
+                return es + g
             }
-            if let entry {
-                change(&entry.pointee.value)
-                return false
-            }
+            let hashed = NameHash.of(bytes)
+            hash = hashed
+            guard let e = Self.find(h, tail, bytes, hash: hashed) else { return nil }
+            hint = e &+ 1
+            return es + e
+        } ?? nil
+        let added = changeOrAdd(entry, bytes, hash: hash ?? NameHash.of(bytes), initial, change)
+        if added { hint = count }
+        return added
+    }
+
+    /// Changes the value at `entry`, or adds the name as `initial()` changed by `change`;
+    /// whether it was added. The entry is changed here, outside the storage's closure, where
+    /// `change` can be inlined; the pointer stays valid because `storage` holds the memory
+    /// and nothing else changes this table meanwhile.
+    @inline(__always)
+    private mutating func changeOrAdd(_ entry: UnsafeMutablePointer<Entry>?, _ bytes: UnsafeBufferPointer<UInt8>,
+                                      hash: @autoclosure () -> UInt64, _ initial: () -> Value,
+                                      _ change: (inout Value) -> Void) -> Bool {
+        if let entry {
+            change(&entry.pointee.value)
+            return false
         }
         var v = initial()
         change(&v)
-        insert(bytes, hash: hash ?? NameHash.of(bytes), v)
-        hint = count
+        insert(bytes, hash: hash(), v)
         return true
     }
 
