@@ -14,7 +14,7 @@ public final class Daemon {
     private let forwarder: Forwarder
     private let reverseProxy: ReverseProxy
     private var router: Router
-    private var intake: Intake
+    private var ingest: Ingest
     private var builder: BatchBuilder
     private var client: UpstreamClient
     private var window: Window
@@ -26,8 +26,6 @@ public final class Daemon {
     private var postsInWindow = 0
     private var keyCapLogged = false
     private let telemetry: Telemetry
-    /// Scratch space of the fast decoder, reused for every post.
-    private let fastPost = FastPost()
 
     /// Batches the spool could not take wait in memory up to this many bytes.
     static let memoryOutboxMaxBytes = 64 << 20
@@ -45,7 +43,7 @@ public final class Daemon {
         forwarder = Forwarder(loop: loop, client: client, spool: spool, config: config, log: log, telemetry: telemetry)
         reverseProxy = ReverseProxy(client: client, log: log)
         router = Router(prefix: config.listen.pathPrefix)
-        intake = Intake(maxBody: config.listen.maxBody, upstreamToken: config.upstream.token, limits: PostLimits(config))
+        ingest = Ingest(config)
         builder = BatchBuilder(mode: config.upstream.mode, maxBody: config.upstream.maxBody)
         window = Window(opened: nowMillis())
         server = try HTTPServer(loop: loop, config: config, log: log, telemetry: telemetry) { [unowned self] in self.handle($0) }
@@ -92,7 +90,7 @@ public final class Daemon {
 
     private func handle(_ req: HTTPRequest) {
         if let count = req.headerCount(atMost: config.limits.maxHeaders + 1), count > config.limits.maxHeaders {
-            req.reply(431, Intake.message("too many request headers (\(count) or more); metrics-proxy accepts \(config.limits.maxHeaders)"),
+            req.reply(431, ErrorBody.message("too many request headers (\(count) or more); metrics-proxy accepts \(config.limits.maxHeaders)"),
                       headers: [("Connection", "close")])
             return
         }
@@ -122,90 +120,50 @@ public final class Daemon {
                                             version: Version.string, connections: server.guardian.count)
             req.reply(200, Array(telemetry.metrics.render(gauges).utf8), contentType: "text/plain; version=0.0.4; charset=utf-8")
         case .methodNotAllowed(let allow):
-            req.reply(405, Intake.message("Method \(req.method) is not allowed here; use \(allow)"), headers: [("Allow", allow)])
+            req.reply(405, ErrorBody.message("Method \(req.method) is not allowed here; use \(allow)"), headers: [("Allow", allow)])
         case .forward:
             reverseProxy.forward(req, upstreamPath: router.upstreamPath(uri: req.uri))
         case .notFound:
-            req.reply(404, Intake.message("Not found: \(Router.normalize(req.uri))"))
+            req.reply(404, ErrorBody.message("Not found: \(Router.normalize(req.uri))"))
         }
     }
 
-    private func ingest(_ req: HTTPRequest, _ kind: Intake.Kind) {
+    /// A metrics post or registration: read, handed to the core's one way in, answered.
+    private func ingest(_ req: HTTPRequest, _ kind: Ingest.Kind) {
         if shuttingDown {
             // The window is already closed: a post now would be lost. The SDK keeps it and retries.
-            req.reply(503, Intake.message("metrics-proxy is shutting down"), headers: [("Connection", "close")])
+            req.reply(503, ErrorBody.message("metrics-proxy is shutting down"), headers: [("Connection", "close")])
             return
         }
         let headers = req.postHeaders()
-        let interval = headers.interval.flatMap(Double.init)
-        // A copy shares the scratch lists (classes): the post is read into them without
-        // another access to the property, and passed on without a copy per call.
-        var fast = fastPost
-        var bytes = 0
-        let outcome = req.withBody { body -> Intake.Outcome in
-            bytes = body.count
-            let outcome = withUnsafeMutablePointer(to: &fast) { fast in
-                intake.evaluate(kind, contentType: headers.contentType, contentEncoding: headers.contentEncoding,
-                                authorization: headers.authorization, body: body, fast: kind == .metrics ? fast : nil)
-            }
-            if case .fastMetrics(let token) = outcome {
-                if window.wouldExceed(config.limits.maxKeys, fast: fast, body: body, token: token) { return keyCapReached() }
-                // Merged here, while the body the post was read from is still valid.
-                window.merge(fast, body: body, token: token, interval: interval,
-                             now: nowMillis()) { (req.header("unleash-sdk"), req.header("unleash-connection-id")) }
-            }
-            if case .metrics(let post, let token) = outcome, window.wouldExceed(config.limits.maxKeys, post: post, token: token) {
-                return keyCapReached()
-            }
-            if case .register(let r, let token) = outcome,
-               window.wouldAddInstance(beyond: config.limits.maxKeys, token: token, appName: r.appName, instanceId: r.instanceId) {
-                return keyCapReached()
-            }
-            return outcome
-        }
         let now = nowMillis()
-        if kind == .metrics { telemetry.metrics.notePost(bytes: bytes, status: outcome.status) }
-        switch outcome {
-        case .fastMetrics:
-            postsInWindow += 1
-            req.reply(202)
-        case .metrics(var post, let token):
-            // SDK headers fill what the body leaves out (the Python SDK sends no sdkVersion).
-            if post.sdk.sdkVersion == nil { post.sdk.sdkVersion = req.header("unleash-sdk") }
-            if post.sdk.connectionId == nil { post.sdk.connectionId = req.header("unleash-connection-id") }
-            window.merge(post, token: token, interval: interval, now: now)
-            postsInWindow += 1
-            req.reply(202)
-        case .register(let r, let token):
-            var sdk = r.sdk
-            if sdk.sdkVersion == nil { sdk.sdkVersion = req.header("unleash-sdk") }
-            if sdk.connectionId == nil { sdk.connectionId = req.header("unleash-connection-id") }
-            window.noteInstance(token: token, appName: r.appName, instanceId: r.instanceId, sdk: sdk, interval: r.interval,
-                                started: r.started, strategies: r.strategies, now: now)
+        var bytes = 0
+        let answer = req.withBody { body -> Ingest.Answer in
+            bytes = body.count
+            return ingest.accept(kind, headers: headers, body: body, into: &window, now: now) { req.header($0) }
+        }
+        if kind == .metrics { telemetry.metrics.notePost(bytes: bytes, status: answer.status) }
+        switch answer {
+        case .accepted:
+            if kind == .metrics { postsInWindow += 1 }
             req.reply(202)
         case .refused(let status, let body):
             log.debug("post refused", [("status", "\(status)"), ("path", Router.normalize(req.uri))])
-            let retry = status == 503 ? [("Retry-After", "\(max(1, config.window.interval.milliseconds / 1000))")] : []
-            req.reply(Int32(status), body, headers: retry)
+            req.reply(Int32(status), body)
         case .invalid(let failure):
             log.debug("post invalid", [("path", Router.normalize(req.uri)), ("reason", failure.message)])
             req.reply(400, failure.responseBody(id: UUID4.make()))
+        case .windowFull(let body):
+            if !keyCapLogged {
+                keyCapLogged = true
+                log.warn("window key cap reached; posts with new keys get 503 until the window closes",
+                         [("max_keys", "\(config.limits.maxKeys)")])
+            }
+            req.reply(503, body, headers: [("Retry-After", "\(max(1, config.window.interval.milliseconds / 1000))")])
         }
     }
 
     // MARK: windows
-
-    /// The open window holds `[limits] max_keys` keys (or instances): posts that would add one
-    /// wait for the next window (503 with Retry-After); posts to existing keys still merge.
-    private func keyCapReached() -> Intake.Outcome {
-        if !keyCapLogged {
-            keyCapLogged = true
-            log.warn("window key cap reached; posts with new keys get 503 until the window closes",
-                     [("max_keys", "\(config.limits.maxKeys)")])
-        }
-        return .refused(status: 503, body: Intake.message(
-            "metrics-proxy holds \(config.limits.maxKeys) distinct keys in this window; retry after it closes"))
-    }
 
     private func windowElapsed() {
         closeWindow()
@@ -263,7 +221,7 @@ public final class Daemon {
         log.level = applied.log.level
         log.format = applied.log.format
         router = Router(prefix: applied.listen.pathPrefix)
-        intake = Intake(maxBody: applied.listen.maxBody, upstreamToken: applied.upstream.token, limits: PostLimits(applied))
+        ingest = Ingest(applied)
         builder = BatchBuilder(mode: applied.upstream.mode, maxBody: applied.upstream.maxBody)
         server.update(applied)
         forwarder.update(applied, client: client)

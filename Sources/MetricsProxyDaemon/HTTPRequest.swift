@@ -50,15 +50,8 @@ struct HTTPRequest {
 
     /// The headers a metrics or register post is judged by, found in one walk over the
     /// header list (the first of each name, as `header(_:)` finds it).
-    struct PostHeaders {
-        var contentType: String?
-        var contentEncoding: String?
-        var authorization: String?
-        var interval: String?
-    }
-
-    func postHeaders() -> PostHeaders {
-        var out = PostHeaders()
+    func postHeaders() -> Ingest.Headers {
+        var out = Ingest.Headers()
         var seenType = false, seenEncoding = false, seenAuthorization = false, seenInterval = false
         var kv = evhttp_request_get_input_headers(raw)?.pointee.tqh_first
         while let e = kv {

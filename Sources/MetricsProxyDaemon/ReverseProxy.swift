@@ -25,7 +25,7 @@ final class ReverseProxy {
     /// `upstreamPath` is the request's path and query below `/api` (e.g. `/client/features?x=1`).
     func forward(_ request: HTTPRequest, upstreamPath: String) {
         guard let method = Self.command(request.method) else {
-            request.reply(405, Intake.message("Method \(request.method) is not supported"))
+            request.reply(405, ErrorBody.message("Method \(request.method) is not supported"))
             return
         }
         let exchange = Exchange(request: request.raw, log: log)
@@ -140,6 +140,6 @@ private final class Exchange {
         case .noAnswer(let why): (status, text) = (502, "upstream unavailable: \(why)")
         case .status(let code, _): (status, text) = (502, "upstream answered \(code) without a usable response")
         }
-        HTTPRequest(raw: request).reply(status, Intake.message(text))
+        HTTPRequest(raw: request).reply(status, ErrorBody.message(text))
     }
 }

@@ -16,9 +16,11 @@ mkdir -p "$out"
 status=0
 for t in "${targets[@]}"; do
     echo "== $t: building"
-    # The harness joins the core's own sources in one module, so it reaches internals.
-    swiftc -sanitize=fuzzer,address -parse-as-library -O -g -module-name MetricsProxyCore \
-        -I Sources/CZlib Sources/MetricsProxyCore/*.swift "Tests/Fuzz/targets/$t.swift" -lz \
+    # The harness joins the core's own sources and the checks (FuzzTargets.swift, which the unit
+    # tests also run) in one module, so it reaches internals.
+    mapfile -t core < <(find Sources/MetricsProxyCore -name '*.swift' | sort)
+    swiftc -sanitize=fuzzer,address -parse-as-library -O -g -module-name MetricsProxyCore -D FUZZING \
+        -I Sources/CZlib "${core[@]}" Tests/MetricsProxyCoreTests/FuzzTargets.swift "Tests/Fuzz/targets/$t.swift" -lz \
         -o "$out/$t" 2>&1 | grep -v "Cannot export local symbol" || true
     [ -x "$out/$t" ] || { echo "build of $t failed"; exit 1; }
     work="$out/corpus/$t"

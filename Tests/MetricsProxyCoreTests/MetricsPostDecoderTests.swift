@@ -13,8 +13,8 @@ final class MetricsPostDecoderTests: XCTestCase {
         let p = try decode(body)
         XCTAssertEqual(p.appName, "capture-app")
         XCTAssertEqual(p.instanceId, "capture-instance-1")
-        XCTAssertEqual(p.sdk.platformName, "CPython")
-        XCTAssertEqual(p.sdk.connectionId, "eea534d9")
+        XCTAssertEqual(p.sdk[SDKField.named("platformName")!], "CPython")
+        XCTAssertEqual(p.sdk[SDKField.named("connectionId")!], "eea534d9")
         XCTAssertEqual(p.bucket?.stop, Timestamp.parse(rfc3339: Array("2026-11-28T01:24:19.288Z".utf8)))
         XCTAssertEqual(p.bucket?.toggles, [ToggleCounts(name: "flag-a", yes: 3, no: 1, variants: [VariantCount(name: "blue", count: 2)]),
                                            ToggleCounts(name: "flag-b", yes: 0, no: 4)])
@@ -43,7 +43,7 @@ final class MetricsPostDecoderTests: XCTestCase {
                      ("1.5", "1.5")]
         for (sent, text) in cases {
             let post = try decode(#"{"appName":"a","sdkVersion":\#(sent)}"#)
-            XCTAssertEqual(post.sdk.sdkVersion, text, sent)
+            XCTAssertEqual(post.sdk[SDKField.named("sdkVersion")!], text, sent)
         }
     }
 

@@ -240,3 +240,36 @@ final class KeyCapTests: XCTestCase {
         XCTAssertEqual(proxy.log.components(separatedBy: "window key cap reached").count - 1, 1, "logged once per window")
     }
 }
+
+/// SDK metadata the body carries (every `SDKField`, `sdkFlavor` and `sdkFlavorVersion`
+/// among them) reaches the upstream as the SDK said it, in both upstream modes and whichever
+/// decoder read the post.
+final class SDKFieldsEndToEndTests: XCTestCase {
+    func testFlavorFieldsFromTheBodyReachTheUpstreamInBothModes() throws {
+        for mode in ["bulk", "metrics"] {
+            let upstream = try FakeUpstream()
+            let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "1h", upstreamExtra: "mode = \(mode)"))
+            let c = proxy.tcp()
+            // The shape SDKs write (the fast path), and with an escaped name (the full decoder).
+            let plain = #"{"appName":"app","instanceId":"fast","sdkFlavor":"unleash-openfeature-node-provider","sdkFlavorVersion":"1.0.1","bucket":{"start":"2026-11-28T10:00:00Z","stop":"2026-11-28T10:00:30Z","toggles":{"f":{"yes":1,"no":0,"variants":{}}}}}"#
+            let escaped = #"{"appName":"app2","instanceId":"full","sdkFlavor":"of-python","sdkFlavorVersion":"0.9","bucket":{"start":"2026-11-28T10:00:00Z","stop":"2026-11-28T10:00:30Z","toggles":{"\u0067":{"yes":1,"no":0,"variants":{}}}}}"#
+            XCTAssertEqual(try c.post("/api/client/metrics", json: plain, token: tokenA).status, 202)
+            XCTAssertEqual(try c.post("/api/client/metrics", json: escaped, token: tokenA).status, 202)
+            // Over the schema's 32 characters: the server's 400, naming the field.
+            let long = plain.replacingOccurrences(of: #""1.0.1""#, with: "\"\(String(repeating: "9", count: 33))\"")
+            let r = try c.post("/api/client/metrics", json: long, token: tokenA)
+            XCTAssertEqual(r.status, 400)
+            XCTAssertEqual((r.json?["details"] as? [[String: String]])?.first?["path"], "/body/sdkFlavorVersion")
+            proxy.signal(SIGTERM)
+            XCTAssertEqual(proxy.waitForExit(), 0)
+            let requests = try upstream.requests()
+            let entries: [[String: Any]] = mode == "bulk"
+                ? requests.flatMap { $0.json["applications"] as! [[String: Any]] } : requests.map(\.json)
+            var flavors: [String: [String]] = [:]
+            for e in entries {
+                flavors[e["instanceId"] as! String] = [e["sdkFlavor"] as? String ?? "-", e["sdkFlavorVersion"] as? String ?? "-"]
+            }
+            XCTAssertEqual(flavors, ["fast": ["unleash-openfeature-node-provider", "1.0.1"], "full": ["of-python", "0.9"]], mode)
+        }
+    }
+}

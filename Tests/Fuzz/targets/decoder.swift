@@ -1,4 +1,4 @@
-// libFuzzer entry point for FuzzTargets.decoder; built with the core's sources by Tests/Fuzz/run.sh.
+// libFuzzer entry point for FuzzTargets.decoder; built with the core's sources and Tests/MetricsProxyCoreTests/FuzzTargets.swift by Tests/Fuzz/run.sh.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     FuzzTargets.decoder(UnsafeBufferPointer(start: data, count: size))

@@ -1,10 +1,8 @@
-/// What the listener answers a metrics or register post, decided from its headers and bytes
-/// in the Unleash server's order: body parsing (charset, encoding, size, JSON syntax), then
-/// the token, then the content type, then the schema.
-public struct Intake: Sendable {
-    public enum Kind: Sendable { case metrics, register }
-
-    public enum Outcome: Sendable, Equatable {
+/// What a metrics or register post is, decided from its headers and bytes in the Unleash
+/// server's order: body parsing (charset, encoding, size, JSON syntax), then the token, then
+/// the content type, then the schema, then `[limits]`. `Ingest.accept` merges what it accepts.
+struct Intake: Sendable {
+    enum Outcome: Sendable, Equatable {
         /// A valid metrics post read by the fast path into the caller's `FastPost`.
         case fastMetrics(token: String)
         case metrics(MetricsPost, token: String)
@@ -13,22 +11,13 @@ public struct Intake: Sendable {
         case refused(status: Int, body: [UInt8])
         /// A 400 whose body needs a fresh id.
         case invalid(ValidationFailure)
-
-        /// The HTTP status this outcome is answered with.
-        public var status: Int {
-            switch self {
-            case .fastMetrics, .metrics, .register: return 202
-            case .refused(let status, _): return status
-            case .invalid: return 400
-            }
-        }
     }
 
-    public var maxBody: Int
-    public var upstreamToken: String?
-    public var limits: PostLimits
+    var maxBody: Int
+    var upstreamToken: String?
+    var limits: PostLimits
 
-    public init(maxBody: Int, upstreamToken: String?, limits: PostLimits = PostLimits()) {
+    init(maxBody: Int, upstreamToken: String?, limits: PostLimits) {
         self.maxBody = maxBody
         self.upstreamToken = upstreamToken
         self.limits = limits
@@ -36,13 +25,14 @@ public struct Intake: Sendable {
 
     /// With `fast`, a metrics post in the common shape is read into it (nothing allocated)
     /// and answered `.fastMetrics`; the caller merges it while `body` is still valid.
-    public func evaluate(_ kind: Kind, contentType: String?, contentEncoding: String?, authorization: String?,
-                         body: UnsafeBufferPointer<UInt8>, fast: UnsafeMutablePointer<FastPost>? = nil) -> Outcome {
+    func evaluate(_ kind: Ingest.Kind, _ headers: Ingest.Headers, body: UnsafeBufferPointer<UInt8>,
+                  fast: inout FastPost?) -> Outcome {
+        let (contentType, contentEncoding, authorization) = (headers.contentType, headers.contentEncoding, headers.authorization)
         let isJSON = Self.isJSON(contentType)
-        if kind == .metrics, let fast, isJSON, contentEncoding == nil, body.count <= maxBody,
+        if fast != nil, isJSON, contentEncoding == nil, body.count <= maxBody,
            contentType == "application/json"
             || Self.parameter("charset", in: contentType!).map({ $0.lowercased().hasPrefix("utf-") }) ?? true,
-           FastPostScanner.scan(body, into: &fast.pointee), limits.admits(fast.pointee) {
+           FastPostScanner.scan(body, into: &fast!), limits.admits(fast!) {
             // A valid body: what is left to check is the token, as the server does.
             guard let token = upstreamToken ?? Token.fromAuthorization(authorization) else { return Self.tokenRequired }
             guard limits.allows(authorization: authorization) else { return Self.tokenNotAllowed }
@@ -51,12 +41,12 @@ public struct Intake: Sendable {
         var parsed: Result<Decoded, ValidationFailure>?
         if isJSON {
             if let charset = Self.parameter("charset", in: contentType!), !charset.lowercased().hasPrefix("utf-") {
-                return .refused(status: 415, body: Self.message("unsupported charset \"\(charset.uppercased())\""))
+                return .refused(status: 415, body: ErrorBody.message("unsupported charset \"\(charset.uppercased())\""))
             }
             let encoding = (contentEncoding ?? "identity").trimmingASCIIWhitespace().lowercased()
             switch encoding {
             case "identity", "":
-                guard body.count <= maxBody else { return .refused(status: 413, body: Self.message("request entity too large")) }
+                guard body.count <= maxBody else { return .refused(status: 413, body: ErrorBody.message("request entity too large")) }
                 parsed = decode(kind, body)
             case "gzip", "x-gzip", "deflate":
                 do throws(BodyInflater.Failure) {
@@ -64,14 +54,14 @@ public struct Intake: Sendable {
                     parsed = inflated.withUnsafeBufferPointer { decode(kind, $0) }
                 } catch {
                     guard case .corrupt(let why) = error else {
-                        return .refused(status: 413, body: Self.message("request entity too large"))
+                        return .refused(status: 413, body: ErrorBody.message("request entity too large"))
                     }
                     var f = ValidationFailure(path: "/body", message: "The request body (`/body`) could not be decompressed (\(encoding)): \(why).")
                     f.isSyntax = true
                     return .invalid(f)
                 }
             default:
-                return .refused(status: 415, body: Self.message("unsupported content encoding \"\(encoding)\""))
+                return .refused(status: 415, body: ErrorBody.message("unsupported content encoding \"\(encoding)\""))
             }
             if case .failure(let f) = parsed, f.isSyntax { return .invalid(f) }
         }
@@ -85,16 +75,16 @@ public struct Intake: Sendable {
         }
     }
 
-    static let tokenRequired = Outcome.refused(status: 401, body: message(
+    static let tokenRequired = Outcome.refused(status: 401, body: ErrorBody.message(
         "This endpoint requires an API token. Please add an authorization header to your request with a valid token"))
 
     /// `[listen] allow_tokens` is set and the request's token is not in it.
-    static let tokenNotAllowed = Outcome.refused(status: 401, body: message(
+    static let tokenNotAllowed = Outcome.refused(status: 401, body: ErrorBody.message(
         "This token is not accepted by this metrics-proxy ([listen] allow_tokens)"))
 
     enum Decoded { case metrics(MetricsPost), register(Registration) }
 
-    func decode(_ kind: Kind, _ body: UnsafeBufferPointer<UInt8>) -> Result<Decoded, ValidationFailure> {
+    func decode(_ kind: Ingest.Kind, _ body: UnsafeBufferPointer<UInt8>) -> Result<Decoded, ValidationFailure> {
         do throws(ValidationFailure) {
             switch kind {
             case .metrics: return .success(.metrics(try MetricsPostDecoder.decode(body)))
@@ -124,13 +114,6 @@ public struct Intake: Sendable {
         return nil
     }
 
-    /// `{"message": …}`, the body-parser and token errors' shape.
-    public static func message(_ text: String) -> [UInt8] {
-        var w = JSONWriter()
-        w.beginObject(); w.key("message"); w.string(text); w.endObject()
-        return w.bytes
-    }
-
     static func contentTypeError(_ contentType: String?) -> [UInt8] {
         let given = contentType.map { $0.isEmpty ? "you didn't provide one" : $0 } ?? "you didn't provide one"
         let text = "We do not accept the content-type you provided (\(given)). Try using one of the content-types we do accept instead (application/json) and make sure the body is in the corresponding format."
@@ -142,17 +125,5 @@ public struct Intake: Sendable {
         w.key("details"); w.beginArray(); w.beginObject(); w.key("message"); w.string(text); w.endObject(); w.endArray()
         w.endObject()
         return w.bytes
-    }
-}
-
-/// Random version-4 UUIDs for error ids.
-public enum UUID4 {
-    public static func make() -> String {
-        var g = SystemRandomNumberGenerator()
-        var bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }
-        bytes[6] = bytes[6] & 0x0F | 0x40
-        bytes[8] = bytes[8] & 0x3F | 0x80
-        let hex = bytes.map { b -> String in let s = String(b, radix: 16); return s.count == 1 ? "0" + s : s }
-        return hex[0..<4].joined() + "-" + hex[4..<6].joined() + "-" + hex[6..<8].joined() + "-" + hex[8..<10].joined() + "-" + hex[10..<16].joined()
     }
 }

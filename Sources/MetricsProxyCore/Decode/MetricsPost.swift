@@ -15,32 +15,6 @@ public struct MetricsPost: Sendable, Equatable {
     }
 }
 
-/// What an SDK says about itself; each becomes part of its `applications[]` entry upstream.
-public struct SDKMetadata: Sendable, Equatable {
-    public var sdkVersion: String?
-    public var platformName: String?
-    public var platformVersion: String?
-    public var yggdrasilVersion: String?
-    public var specVersion: String?
-    public var connectionId: String?
-    public var sdkFlavor: String?
-    public var sdkFlavorVersion: String?
-
-    public init() {}
-
-    /// Fills what is missing here from `other`.
-    public mutating func fillGaps(from other: SDKMetadata) {
-        sdkVersion = sdkVersion ?? other.sdkVersion
-        platformName = platformName ?? other.platformName
-        platformVersion = platformVersion ?? other.platformVersion
-        yggdrasilVersion = yggdrasilVersion ?? other.yggdrasilVersion
-        specVersion = specVersion ?? other.specVersion
-        connectionId = connectionId ?? other.connectionId
-        sdkFlavor = sdkFlavor ?? other.sdkFlavor
-        sdkFlavorVersion = sdkFlavorVersion ?? other.sdkFlavorVersion
-    }
-}
-
 public struct Bucket: Sendable, Equatable {
     /// Epoch milliseconds.
     public var start: Int64

@@ -77,12 +77,12 @@ public struct Window: Sendable {
     }
 
     /// Instances are bounded by the same cap: each one is kept until the window closes.
-    public func wouldAddInstance(beyond maxKeys: Int, token: String, appName: String, instanceId: String) -> Bool {
+    func wouldAddInstance(beyond maxKeys: Int, token: String, appName: String, instanceId: String) -> Bool {
         instances.count >= maxKeys && instances[InstanceKey(token: token, appName: appName, instanceId: instanceId)] == nil
     }
 
     /// For a post read by the full decoder.
-    public func wouldExceed(_ maxKeys: Int, post: MetricsPost, token: String) -> Bool {
+    func wouldExceed(_ maxKeys: Int, post: MetricsPost, token: String) -> Bool {
         if wouldAddInstance(beyond: maxKeys, token: token, appName: post.appName, instanceId: post.instanceId) { return true }
         guard let b = post.bucket, keyCount + b.toggles.count > maxKeys else { return false }
         let names = b.toggles.filter { $0.yes != 0 || $0.no != 0 }.map { FeatureName($0.name) }
@@ -90,7 +90,7 @@ public struct Window: Sendable {
     }
 
     /// For a post read by the fast path from `body`.
-    public func wouldExceed(_ maxKeys: Int, fast p: FastPost, body: UnsafeBufferPointer<UInt8>, token: String) -> Bool {
+    func wouldExceed(_ maxKeys: Int, fast p: FastPost, body: UnsafeBufferPointer<UInt8>, token: String) -> Bool {
         func text(_ r: Range<Int>) -> String { String(decoding: UnsafeBufferPointer(rebasing: body[r]), as: UTF8.self) }
         if instances.count >= maxKeys,
            wouldAddInstance(beyond: maxKeys, token: token, appName: text(p.appName),
@@ -108,7 +108,7 @@ public struct Window: Sendable {
     }
 
     /// Merges an accepted post. `interval` is the `unleash-interval` header, if any.
-    public mutating func merge(_ post: MetricsPost, token: String, interval: Double?, now: Int64) {
+    mutating func merge(_ post: MetricsPost, token: String, interval: Double?, now: Int64) {
         noteInstance(token: token, appName: post.appName, instanceId: post.instanceId, sdk: post.sdk,
                      interval: interval, started: nil, strategies: nil, now: now)
         guard let bucket = post.bucket else { return }
@@ -130,7 +130,7 @@ public struct Window: Sendable {
     }
 
     /// Records a registration (`/register`) or an instance seen on a metrics post.
-    public mutating func noteInstance(token: String, appName: String, instanceId: String, sdk: SDKMetadata,
+    mutating func noteInstance(token: String, appName: String, instanceId: String, sdk: SDKMetadata,
                                       interval: Double?, started: Int64?, strategies: [String]?, now: Int64) {
         let key = InstanceKey(token: token, appName: appName, instanceId: instanceId)
         // The common case: an instance posting again with nothing new to say about itself.
@@ -180,10 +180,9 @@ extension Window.Counts {
 
 extension Window {
     /// Merges a post read by `FastPostScanner`; `body` is the bytes it was read from.
-    /// `headers` gives the SDK headers (sdk, connection id), asked only for an instance whose
-    /// registration changes.
-    public mutating func merge(_ p: FastPost, body: UnsafeBufferPointer<UInt8>, token: String, interval: Double?, now: Int64,
-                               headers: () -> (sdk: String?, connectionId: String?)) {
+    /// `header` looks up a request header, asked only for an instance whose registration changes.
+    mutating func merge(_ p: FastPost, body: UnsafeBufferPointer<UInt8>, token: String, interval: Double?, now: Int64,
+                        header: (String) -> String?) {
         func text(_ r: Range<Int>?) -> String? { r.map { String(decoding: UnsafeBufferPointer(rebasing: body[$0]), as: UTF8.self) } }
         func same(_ s: String?, _ r: Range<Int>?) -> Bool {
             guard let s, let r else { return s == nil && r == nil }
@@ -194,24 +193,12 @@ extension Window {
         let instanceId = (p.instanceId?.isEmpty ?? true) ? "default" : text(p.instanceId)!
         let ikey = InstanceKey(token: token, appName: appName, instanceId: instanceId)
         if let e = instances[ikey], interval == nil || e.interval == interval,
-           p.sdkVersion == nil || same(e.sdk.sdkVersion, p.sdkVersion),
-           p.platformName == nil || same(e.sdk.platformName, p.platformName),
-           p.platformVersion == nil || same(e.sdk.platformVersion, p.platformVersion),
-           p.yggdrasilVersion == nil || same(e.sdk.yggdrasilVersion, p.yggdrasilVersion),
-           p.specVersion == nil || same(e.sdk.specVersion, p.specVersion),
-           p.connectionId == nil || same(e.sdk.connectionId, p.connectionId) {
+           SDKField.all.allSatisfy({ f in p.sdk[f.index] == nil || same(e.sdk[f], p.sdk[f.index]) }) {
             // Known instance, nothing new about it.
         } else {
             var sdk = SDKMetadata()
-            sdk.sdkVersion = text(p.sdkVersion)
-            sdk.platformName = text(p.platformName)
-            sdk.platformVersion = text(p.platformVersion)
-            sdk.yggdrasilVersion = text(p.yggdrasilVersion)
-            sdk.specVersion = text(p.specVersion)
-            sdk.connectionId = text(p.connectionId)
-            let h = headers()
-            if sdk.sdkVersion == nil { sdk.sdkVersion = h.sdk }
-            if sdk.connectionId == nil { sdk.connectionId = h.connectionId }
+            for f in SDKField.all { sdk[f] = text(p.sdk[f.index]) }
+            sdk.fillFromHeaders(header)
             noteInstance(token: token, appName: appName, instanceId: instanceId, sdk: sdk, interval: interval,
                          started: nil, strategies: nil, now: now)
         }

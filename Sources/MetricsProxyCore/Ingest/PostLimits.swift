@@ -7,7 +7,7 @@ public struct PostLimits: Sendable, Equatable {
     /// Empty: every token is accepted.
     public var allowTokens: Set<String>
 
-    public init(maxToggles: Int = 5_000, maxNameLength: Int = 255, allowTokens: Set<String> = []) {
+    public init(maxToggles: Int, maxNameLength: Int, allowTokens: Set<String> = []) {
         self.maxToggles = maxToggles
         self.maxNameLength = maxNameLength
         self.allowTokens = allowTokens
@@ -30,8 +30,7 @@ public struct PostLimits: Sendable, Equatable {
     func admits(_ p: FastPost) -> Bool {
         guard p.toggles.count <= maxToggles, p.appName.count <= maxNameLength else { return false }
         func fits(_ r: Range<Int>?) -> Bool { (r?.count ?? 0) <= maxNameLength }
-        guard fits(p.instanceId), fits(p.sdkVersion), fits(p.platformName), fits(p.platformVersion), fits(p.yggdrasilVersion),
-              fits(p.specVersion), fits(p.connectionId) else { return false }
+        guard fits(p.instanceId), p.sdk.allSatisfy(fits) else { return false }
         return p.longestName <= maxNameLength
     }
 
@@ -39,7 +38,7 @@ public struct PostLimits: Sendable, Equatable {
     /// post is within the limits. Lengths are in UTF-8 bytes.
     func refusal(for post: MetricsPost) -> Intake.Outcome? {
         if let b = post.bucket, b.toggles.count > maxToggles {
-            return .refused(status: 413, body: Intake.message(
+            return .refused(status: 413, body: ErrorBody.message(
                 "bucket.toggles holds \(b.toggles.count) features; metrics-proxy accepts at most \(maxToggles) in one post"))
         }
         if let f = tooLong("/body/appName", post.appName) ?? tooLong("/body/instanceId", post.instanceId)
@@ -64,13 +63,8 @@ public struct PostLimits: Sendable, Equatable {
     }
 
     private func sdkFieldTooLong(_ sdk: SDKMetadata) -> ValidationFailure? {
-        let fields: [(String, String?)] = [
-            ("sdkVersion", sdk.sdkVersion), ("platformName", sdk.platformName), ("platformVersion", sdk.platformVersion),
-            ("yggdrasilVersion", sdk.yggdrasilVersion), ("specVersion", sdk.specVersion),
-            ("connectionId", sdk.connectionId), ("sdkFlavor", sdk.sdkFlavor), ("sdkFlavorVersion", sdk.sdkFlavorVersion),
-        ]
-        for (name, value) in fields {
-            if let value, let f = tooLong("/body/\(name)", value) { return f }
+        for field in SDKField.all {
+            if let value = sdk[field], let f = tooLong("/body/\(field.name)", value) { return f }
         }
         return nil
     }

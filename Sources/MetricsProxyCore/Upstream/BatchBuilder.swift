@@ -90,12 +90,8 @@ public struct BatchBuilder: Sendable {
         w.key("started"); w.string(Timestamp.iso8601(i.started))
         w.key("strategies"); w.beginArray(); for s in i.strategies { w.string(s) }; w.endArray()
         w.key("sdkType"); w.string("backend")
-        let sdk = i.sdk
-        for (name, value) in [("sdkVersion", sdk.sdkVersion), ("platformName", sdk.platformName),
-                              ("platformVersion", sdk.platformVersion), ("yggdrasilVersion", sdk.yggdrasilVersion),
-                              ("specVersion", sdk.specVersion), ("connectionId", sdk.connectionId),
-                              ("sdkFlavor", sdk.sdkFlavor), ("sdkFlavorVersion", sdk.sdkFlavorVersion)] {
-            if let value { w.key(name); w.string(value) }
+        for field in SDKField.all {
+            if let value = i.sdk[field] { w.key(field.name); w.string(value) }
         }
         w.endObject()
         return w.bytes
@@ -113,7 +109,10 @@ public struct BatchBuilder: Sendable {
             head.beginObject()
             head.key("appName"); head.string(key.appName)
             head.key("instanceId"); head.string(instance?.key.instanceId ?? "default")
-            if let v = instance?.value.sdk.sdkVersion { head.key("sdkVersion"); head.string(v) }
+            // What the instance said about itself, as it would have posted it.
+            for field in SDKField.all {
+                if let v = instance?.value.sdk[field] { head.key(field.name); head.string(v) }
+            }
             head.key("bucket"); head.beginObject()
             // Both ends inside the hour the counts belong to: the server files them by `stop`.
             head.key("start"); head.string(Timestamp.iso8601(max(group.start, key.hour)))

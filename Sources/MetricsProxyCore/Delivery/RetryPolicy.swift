@@ -5,7 +5,7 @@ public enum UpstreamAnswer: Sendable, Equatable {
     case noAnswer(String)
 }
 
-/// What to do with a batch after an answer (DESIGN §4).
+/// What to do with a batch after an answer (the README's "Delivery guarantees").
 public enum Disposition: Sendable, Equatable {
     /// 2xx: done, forget it.
     case delivered

@@ -37,14 +37,7 @@ extension Decoding {
             let key = try run { s throws(JSONSyntaxError) in try s.readKey() }
             if keyIs(key, "appName") { sawAppName = true; appName = try string("/body/appName") }
             else if keyIs(key, "instanceId") { instanceId = try string("/body/instanceId") }
-            else if keyIs(key, "sdkVersion") { sdk.sdkVersion = try string("/body/sdkVersion") }
-            else if keyIs(key, "platformName") { sdk.platformName = try string("/body/platformName") }
-            else if keyIs(key, "platformVersion") { sdk.platformVersion = try string("/body/platformVersion") }
-            else if keyIs(key, "yggdrasilVersion") { sdk.yggdrasilVersion = try string("/body/yggdrasilVersion") }
-            else if keyIs(key, "specVersion") { sdk.specVersion = try string("/body/specVersion") }
-            else if keyIs(key, "connectionId") { sdk.connectionId = try string("/body/connectionId") }
-            else if keyIs(key, "sdkFlavor") { sdk.sdkFlavor = try string("/body/sdkFlavor", maxLength: 256) }
-            else if keyIs(key, "sdkFlavorVersion") { sdk.sdkFlavorVersion = try string("/body/sdkFlavorVersion", maxLength: 32) }
+            else if let f = SDKField.all.first(where: { keyIs(key, $0.key) }) { try sdkField(f, into: &sdk) }
             else if keyIs(key, "interval") { interval = try number("/body/interval") }
             else if keyIs(key, "started") { started = try date("/body/started", fractions: true) }
             else if keyIs(key, "strategies") { strategies = try stringArray("/body/strategies") }

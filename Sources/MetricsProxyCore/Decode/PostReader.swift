@@ -1,111 +1,3 @@
-/// A metrics post in the common shape, read without allocating: byte ranges into the body and
-/// counts, in scratch arrays reused from post to post.
-public struct FastPost {
-    struct Toggle {
-        var name: Range<Int>
-        var yes: Int64
-        var no: Int64
-        /// Indices into `variants`.
-        var variants: Range<Int>
-    }
-
-    struct Variant {
-        var name: Range<Int>
-        var count: Int64
-    }
-
-    var appName: Range<Int> = 0..<0
-    var instanceId: Range<Int>?
-    var sdkVersion: Range<Int>?, platformName: Range<Int>?, platformVersion: Range<Int>?
-    var yggdrasilVersion: Range<Int>?, specVersion: Range<Int>?, connectionId: Range<Int>?
-    var start: Int64 = 0, stop: Int64 = 0
-    /// The longest toggle or variant name, in bytes (for `PostLimits`).
-    var longestName = 0
-    /// Reused storage: appending checks no uniqueness and copies nothing.
-    let toggles = ScratchList<Toggle>(capacity: 256)
-    let variants = ScratchList<Variant>(capacity: 256)
-
-    public init() {}
-}
-
-/// A growable list that keeps its storage from post to post. A class, so
-/// appending through a struct that holds it costs no uniqueness check (Array's did, per
-/// append, in the scanner's inner loop).
-final class ScratchList<Element>: RandomAccessCollection {
-    private var storage: UnsafeMutablePointer<Element>
-    private var capacity: Int
-    private(set) var count = 0
-
-    init(capacity: Int) {
-        self.capacity = capacity
-        storage = .allocate(capacity: capacity)
-    }
-
-    deinit {
-        storage.deinitialize(count: count)
-        storage.deallocate()
-    }
-
-    var startIndex: Int { 0 }
-    var endIndex: Int { count }
-
-    subscript(i: Int) -> Element {
-        precondition(i >= 0 && i < count, "index out of range")
-        return storage[i]
-    }
-
-    /// The elements as a buffer, valid during `body` (no bounds check per element).
-    @inline(__always)
-    func withElements<T>(_ body: (UnsafeBufferPointer<Element>) -> T) -> T {
-        body(UnsafeBufferPointer(start: storage, count: count))
-    }
-
-    @inline(__always)
-    func append(_ e: Element) {
-        if count == capacity { grow() }
-        (storage + count).initialize(to: e)
-        count += 1
-    }
-
-    func removeAll() { truncate(to: 0) }
-
-    /// Drops the elements from `newCount` on.
-    func truncate(to newCount: Int) {
-        precondition(newCount >= 0 && newCount <= count, "count out of range")
-        (storage + newCount).deinitialize(count: count - newCount)
-        count = newCount
-    }
-
-    private func grow() {
-        let bigger = UnsafeMutablePointer<Element>.allocate(capacity: capacity * 2)
-        bigger.moveInitialize(from: storage, count: count)
-        storage.deallocate()
-        storage = bigger
-        capacity *= 2
-    }
-}
-
-/// The fast path of `MetricsPostDecoder`: one pass over the bytes for posts in the shape SDKs
-/// send (plain strings, a bucket object, integer counts, variants as an object). It accepts
-/// only bodies the full decoder accepts with the same meaning; anything else (escapes,
-/// coercions, null buckets, any error) makes it answer false, and the caller runs the full
-/// decoder, which alone words errors.
-public enum FastPostScanner {
-    public static func scan(_ body: UnsafeBufferPointer<UInt8>, into p: inout FastPost) -> Bool {
-        p.toggles.removeAll()
-        p.variants.removeAll()
-        p.longestName = 0
-        p.instanceId = nil
-        p.sdkVersion = nil; p.platformName = nil; p.platformVersion = nil
-        p.yggdrasilVersion = nil; p.specVersion = nil; p.connectionId = nil
-        guard let base = body.baseAddress else { return false }
-        var r = PostReader(base: base, count: body.count, at: 0)
-        guard r.readPost(into: &p, scanner: JSONScanner(body)) else { return false }
-        r.skipWhitespace()
-        return r.i == body.count
-    }
-}
-
 /// A post read in one loop over raw bytes. The toggles object, the bulk of every post: each
 /// name found a word at a time (not hashed: see `FeatureTable.updateOwned(_:hint:…)`), each
 /// toggle's counts matched against the shape SDKs write, counts parsed in place. The top
@@ -285,16 +177,13 @@ struct PostReader {
                 p.appName = v
                 sawApp = true
             case 10 where r.keyIs(key, "instanceId"): return r.plainString(into: &p.instanceId)
-            case 10 where r.keyIs(key, "sdkVersion"): return r.plainString(into: &p.sdkVersion)
-            case 12 where r.keyIs(key, "platformName"): return r.plainString(into: &p.platformName)
-            case 12 where r.keyIs(key, "connectionId"): return r.plainString(into: &p.connectionId)
-            case 15 where r.keyIs(key, "platformVersion"): return r.plainString(into: &p.platformVersion)
-            case 16 where r.keyIs(key, "yggdrasilVersion"): return r.plainString(into: &p.yggdrasilVersion)
-            case 11 where r.keyIs(key, "specVersion"): return r.plainString(into: &p.specVersion)
-            // The full decoder keeps these; the fast path has nowhere to put them.
-            case 9 where r.keyIs(key, "sdkFlavor"): return false
-            case 16 where r.keyIs(key, "sdkFlavorVersion"): return false
-            default: return r.skipValue(scanner)
+            default:
+                // One of the SDK's fields about itself, or a member the proxy does not keep.
+                guard let f = SDKField.all.first(where: { key.count == $0.key.utf8CodeUnitCount && r.keyIs(key, $0.key) }) else {
+                    return r.skipValue(scanner)
+                }
+                guard let v = r.plainString(), v.count <= f.schemaMaxLength ?? .max else { return false }
+                p.sdk[f.index] = v
             }
             return true
         }

@@ -1,4 +1,4 @@
-/// Which handler a request goes to, from its method and path (DESIGN §3). Paths match as the
+/// Which handler a request goes to, from its method and path (the README's "What it does"). Paths match as the
 /// Unleash server matches them: case-insensitive, repeated slashes collapsed, a trailing slash
 /// ignored, under an optional prefix.
 public struct Router: Sendable {

@@ -1,0 +1,106 @@
+/// The one way in: every metrics post and registration reaches the open window through
+/// `accept`, which owns every rule of ingest — the body checks and decoders (`Intake`), the
+/// fast path and its scratch space, `[limits]` and the key cap, the fill of SDK fields from
+/// request headers, and both merges. The daemon reads the headers and the body, calls it,
+/// and writes the answer.
+public struct Ingest {
+    public enum Kind: Sendable { case metrics, register }
+
+    /// The request headers ingest decides on, read once per request by the caller.
+    public struct Headers: Sendable, Equatable {
+        public var contentType: String?
+        public var contentEncoding: String?
+        public var authorization: String?
+        /// `unleash-interval`: the SDK's metrics interval, kept with its instance.
+        public var interval: String?
+
+        public init(contentType: String? = nil, contentEncoding: String? = nil, authorization: String? = nil,
+                    interval: String? = nil) {
+            self.contentType = contentType
+            self.contentEncoding = contentEncoding
+            self.authorization = authorization
+            self.interval = interval
+        }
+    }
+
+    public enum Answer: Sendable, Equatable {
+        /// 202: the post is in the window.
+        case accepted
+        /// An answer with a JSON body.
+        case refused(status: Int, body: [UInt8])
+        /// 400; the body needs a fresh id.
+        case invalid(ValidationFailure)
+        /// 503: the window holds `[limits] max_keys` and the post would add to them. The SDK
+        /// keeps its counts and retries once the window has closed.
+        case windowFull(body: [UInt8])
+
+        public var status: Int {
+            switch self {
+            case .accepted: return 202
+            case .refused(let status, _): return status
+            case .invalid: return 400
+            case .windowFull: return 503
+            }
+        }
+    }
+
+    var intake: Intake
+    var maxKeys: Int
+    /// The fast path's scratch space, reused for every post (its lists are classes: a copy of
+    /// `Ingest` shares them, so one `Ingest` serves one loop). Nil when the fast path is off.
+    private var scratch: FastPost?
+    /// Nil for registrations, which the fast path does not read.
+    private var noScratch: FastPost? = nil
+
+    /// `fastPath: false` reads every post with the full decoder: the decoder fuzzer runs
+    /// both and checks they agree.
+    public init(_ config: Config, fastPath: Bool = true) {
+        intake = Intake(maxBody: config.listen.maxBody, upstreamToken: config.upstream.token, limits: PostLimits(config))
+        maxKeys = config.limits.maxKeys
+        scratch = fastPath ? FastPost() : nil
+    }
+
+    public var fastPath: Bool { scratch != nil }
+
+    /// Decides `body` (as received: it may be gzip or deflate), and merges it into `window`
+    /// when it is accepted; nothing else touches the window. `header` looks up any other
+    /// request header, and is asked only when an SDK field is missing from the body.
+    public mutating func accept(_ kind: Kind, headers: Headers, body: UnsafeBufferPointer<UInt8>, into window: inout Window,
+                                now: Int64, header: (String) -> String?) -> Answer {
+        let interval = headers.interval.flatMap(Double.init)
+        let outcome = kind == .metrics ? intake.evaluate(kind, headers, body: body, fast: &scratch)
+            : intake.evaluate(kind, headers, body: body, fast: &noScratch)
+        switch outcome {
+        case .fastMetrics(let token):
+            if window.wouldExceed(maxKeys, fast: scratch!, body: body, token: token) { return windowFull }
+            // Merged now, while the body the post was read from is still valid.
+            window.merge(scratch!, body: body, token: token, interval: interval, now: now, header: header)
+            return .accepted
+        case .metrics(var post, let token):
+            if window.wouldExceed(maxKeys, post: post, token: token) { return windowFull }
+            post.sdk.fillFromHeaders(header)
+            window.merge(post, token: token, interval: interval, now: now)
+            return .accepted
+        case .register(var r, let token):
+            if window.wouldAddInstance(beyond: maxKeys, token: token, appName: r.appName, instanceId: r.instanceId) {
+                return windowFull
+            }
+            r.sdk.fillFromHeaders(header)
+            window.noteInstance(token: token, appName: r.appName, instanceId: r.instanceId, sdk: r.sdk, interval: r.interval,
+                                started: r.started, strategies: r.strategies, now: now)
+            return .accepted
+        case .refused(let status, let body): return .refused(status: status, body: body)
+        case .invalid(let failure): return .invalid(failure)
+        }
+    }
+
+    /// `accept` on a body held in an array (tests, fuzzers).
+    public mutating func accept(_ kind: Kind, headers: Headers, body: [UInt8], into window: inout Window, now: Int64,
+                                header: (String) -> String? = { _ in nil }) -> Answer {
+        body.withUnsafeBufferPointer { accept(kind, headers: headers, body: $0, into: &window, now: now, header: header) }
+    }
+
+    private var windowFull: Answer {
+        .windowFull(body: ErrorBody.message("metrics-proxy holds \(maxKeys) distinct keys in this window; retry after it closes"))
+    }
+}

@@ -1,0 +1,71 @@
+#if !FUZZING
+// Tests/Fuzz/run.sh compiles this file into the core's own module (with -D FUZZING).
+@testable import MetricsProxyCore
+#endif
+
+/// What the fuzzers (Tests/Fuzz/) run on each input, kept beside the tests so the regression
+/// tests run exactly the same checks on every input a fuzzer ever found. Each returns normally
+/// for any input, valid or not; a crash or a failed `precondition` is a bug.
+enum FuzzTargets {
+    /// The whole intake, `Ingest.accept`, as a metrics post and as a registration: with the
+    /// fast path on and off it must give the same answer and the same window (the fast path
+    /// accepts only what the full decoder accepts, with the same meaning), also at a small key
+    /// cap; a post that is not accepted leaves the window as it was. And gzip/deflate
+    /// inflation stays within its limit.
+    static func decoder(_ bytes: UnsafeBufferPointer<UInt8>) {
+        let headers = Ingest.Headers(contentType: "application/json", authorization: "default:development.fuzz")
+        let sdkHeader: (String) -> String? = { $0 == "unleash-sdk" ? "fuzz-sdk:1.0" : nil }
+        for maxKeys in [200_000, 4] {
+            var config = Config()
+            config.limits.maxKeys = maxKeys
+            var fast = Ingest(config), full = Ingest(config, fastPath: false)
+            for kind in [Ingest.Kind.metrics, .register] {
+                var a = Window(opened: 0), b = Window(opened: 0)
+                let answer = fast.accept(kind, headers: headers, body: bytes, into: &a, now: 0, header: sdkHeader)
+                let expected = full.accept(kind, headers: headers, body: bytes, into: &b, now: 0, header: sdkHeader)
+                precondition(answer == expected, "the fast path and the full decoder answer differently")
+                precondition(a.groups == b.groups && a.keyCount == b.keyCount && a.instances == b.instances,
+                             "the fast path and the full decoder disagree on what the body means")
+                precondition(answer == .accepted || a.isEmpty, "a post that was not accepted changed the window")
+            }
+        }
+        for gzip in [true, false] {
+            if let inflated = try? BodyInflater.inflate(bytes, gzip: gzip, limit: 4096) {
+                precondition(inflated.count <= 4096, "inflation went past its limit")
+            }
+        }
+    }
+
+    /// proxy.conf: any text either parses or names a line that exists.
+    static func config(_ bytes: UnsafeBufferPointer<UInt8>) {
+        let text = String(decoding: bytes, as: UTF8.self)
+        do {
+            _ = try ConfigParser(file: "fuzz.conf", environment: ["SET": "value", "EMPTY": ""]).parse(text)
+        } catch {
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false).count
+            precondition(error.line >= 0 && error.line <= lines, "error names line \(error.line) of \(lines)")
+        }
+    }
+
+    /// A spool file: read as it is, and again with its checksum line made to match, so the
+    /// fuzzer gets past the CRC to the header fields. Whatever decodes must encode back the same.
+    static func spool(_ bytes: UnsafeBufferPointer<UInt8>) {
+        let raw = Array(bytes)
+        for candidate in [raw, withMatchingChecksum(raw)] {
+            guard let batch = try? SpoolFile.decode(candidate) else { continue }
+            let again = try? SpoolFile.decode(SpoolFile.encode(batch))
+            precondition(again == batch, "a decoded batch does not survive encode and decode")
+        }
+    }
+
+    /// `bytes` with the value of its `crc32:` line replaced by the checksum of what it covers.
+    static func withMatchingChecksum(_ bytes: [UInt8]) -> [UInt8] {
+        let marker = Array("\ncrc32: ".utf8)
+        guard let m = bytes.firstRange(of: marker), let blank = bytes[m.lowerBound...].firstRange(of: [0x0A, 0x0A]) else {
+            return bytes
+        }
+        let covered = Array(bytes[...m.lowerBound])
+        let body = Array(bytes[blank.upperBound...])
+        return covered + Array("crc32: \(SpoolFile.hex(SpoolFile.crc(covered, body)))\n\n".utf8) + body
+    }
+}
