@@ -2,15 +2,16 @@ import Glibc
 import MetricsProxyCore
 import MetricsProxyDaemon
 
-/// `metrics-proxy [--config FILE] [--check-config] [--version] [--help]`
+/// `metrics-proxy [--config FILE] [--check-config] [--config-keys] [--version] [--help]`
 let usage = """
-    Usage: metrics-proxy [--config FILE] [--check-config] [--version] [--help]
+    Usage: metrics-proxy [--config FILE] [--check-config] [--config-keys] [--version] [--help]
 
     Accepts Unleash SDK metric posts, merges them per window and forwards one combined
     payload per token to the upstream Unleash.
 
       --config FILE    the configuration file (default: ./proxy.conf)
       --check-config   validate the configuration and exit (0 when valid)
+      --config-keys    list every proxy.conf key: section, key, default, live or restart
       --version        print the version and exit
       --help           print this help and exit
 
@@ -32,6 +33,7 @@ while let arg = args.popFirst() {
         configPath = v
     case _ where arg.hasPrefix("--config="): configPath = String(arg.dropFirst("--config=".count))
     case "--check-config": checkOnly = true
+    case "--config-keys": print(ConfigKey.listing, terminator: ""); exit(0)
     case "--version": print("metrics-proxy \(Version.string)"); exit(0)
     case "--help", "-h": print(usage, terminator: ""); exit(0)
     default: fail("unknown argument \(arg) (see --help)")

@@ -47,23 +47,32 @@ final class DeployTests: XCTestCase {
     }
 }
 
-/// The README's configuration reference is generated from proxy.conf and must not drift.
+/// The README's configuration reference is generated from the proxy's key table and
+/// proxy.conf's comments, and must not drift from either.
 final class DocumentationTests: XCTestCase {
-    func testReadmeConfigurationReferenceMatchesProxyConf() throws {
+    func testReadmeConfigurationReferenceMatchesKeyTableAndProxyConf() throws {
+        let keys = try runProxy(["--config-keys"])
+        XCTAssertEqual(keys.status, 0)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["python3", Paths.fixtures.appendingPathComponent("config_reference.py").path,
-                       Paths.repo.appendingPathComponent("proxy.conf").path]
-        let out = Pipe()
+                       Paths.repo.appendingPathComponent("proxy.conf").path, "-"]
+        let input = Pipe(), out = Pipe(), err = Pipe()
+        p.standardInput = input
         p.standardOutput = out
+        p.standardError = err
         try p.run()
+        input.fileHandleForWriting.write(Data(keys.stdout.utf8))
+        try input.fileHandleForWriting.close()
         let generated = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let problems = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, "proxy.conf and the key table disagree:\n\(problems)")
         let readme = try String(contentsOf: Paths.repo.appendingPathComponent("README.md"), encoding: .utf8)
         let start = try XCTUnwrap(readme.range(of: "<!-- config-reference:start -->\n"))
         let end = try XCTUnwrap(readme.range(of: "<!-- config-reference:end -->"))
         XCTAssertEqual(String(readme[start.upperBound..<end.lowerBound]), generated,
-                       "regenerate with: python3 Tests/Fixtures/config_reference.py proxy.conf")
-        XCTAssertGreaterThan(generated.split(separator: "\n").count, 20)
+                       "regenerate with: metrics-proxy --config-keys | python3 Tests/Fixtures/config_reference.py proxy.conf -")
+        XCTAssertEqual(generated.split(separator: "\n").count, keys.stdout.split(separator: "\n").count + 2)
     }
 }

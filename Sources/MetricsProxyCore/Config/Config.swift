@@ -1,65 +1,65 @@
-/// The running configuration, as read from proxy.conf. Every default here is the one
-/// documented in the repository's proxy.conf.
+/// The running configuration, as read from proxy.conf. Every default comes from
+/// `ConfigKey.table` (`init()`); the values written below are placeholders it replaces.
 public struct Config: Sendable, Equatable {
     public struct Listen: Sendable, Equatable {
-        public var tcp: [HostPort] = [HostPort(host: "127.0.0.1", port: 4243)]
+        public var tcp: [HostPort] = []
         public var unix: String?
-        public var unixMode: UInt32 = 0o660
-        public var maxBody = 102_400
-        public var idleTimeout: Duration = .seconds(60)
+        public var unixMode: UInt32 = 0
+        public var maxBody = 0
+        public var idleTimeout: Duration = .zero
         public var pathPrefix = ""
         /// Connections held open at once, over all listeners; past it, accepting pauses.
-        public var maxConnections = 1024
+        public var maxConnections = 0
         /// The longest a client may take to send one whole request, first byte to last.
-        public var requestTimeout: Duration = .seconds(30)
+        public var requestTimeout: Duration = .zero
         /// Tokens accepted on metric and register posts; empty: any token.
         public var allowTokens: [String] = []
     }
 
     public struct Upstream: Sendable, Equatable {
-        public var url = UpstreamURL(scheme: .http, host: "127.0.0.1", port: 4242, basePath: "/api")
+        public var url = UpstreamURL(scheme: .http, host: "", port: 0, basePath: "")
         public var token: String?
         public var mode: UpstreamMode = .bulk
-        public var maxBody = 95 * 1024
-        public var timeout: Duration = .seconds(10)
+        public var maxBody = 0
+        public var timeout: Duration = .zero
         public var gzip = false
         public var caFile: String?
-        public var tlsVerify = true
+        public var tlsVerify = false
         /// How long a shutdown may spend sending what is left.
-        public var drainTimeout: Duration = .seconds(10)
+        public var drainTimeout: Duration = .zero
         /// Upstream requests out at once, across tokens.
-        public var maxInFlight = 4
+        public var maxInFlight = 0
     }
 
     public struct Spool: Sendable, Equatable {
-        public var dir = "./spool"
-        public var maxSize = 256 << 20
-        public var maxAge: Duration = .seconds(7 * 86_400)
+        public var dir = ""
+        public var maxSize = 0
+        public var maxAge: Duration = .zero
         /// Upstream requests per second at most while a backlog drains; 0 for no limit.
-        public var replayRate = 20.0
+        public var replayRate = 0.0
     }
 
     public struct Window: Sendable, Equatable {
-        public var interval: Duration = .seconds(60)
+        public var interval: Duration = .zero
     }
 
     public struct Retry: Sendable, Equatable {
-        public var initial: Duration = .seconds(1)
-        public var max: Duration = .seconds(300)
+        public var initial: Duration = .zero
+        public var max: Duration = .zero
         /// Fraction of each delay drawn at random, 0…1.
-        public var jitter = 0.2
+        public var jitter = 0.0
     }
 
     public struct Limits: Sendable, Equatable {
         /// Distinct merge keys one window may hold; past it, posts that would add keys get 503.
-        public var maxKeys = 200_000
+        public var maxKeys = 0
         /// Features in one post's bucket; past it, 413.
-        public var maxTogglesPerPost = 5_000
+        public var maxTogglesPerPost = 0
         /// Bytes in any name the window keeps (appName, instanceId, feature, variant, SDK fields).
-        public var maxNameLength = 255
+        public var maxNameLength = 0
         /// Request header lines, and their total size in bytes.
-        public var maxHeaders = 64
-        public var maxHeaderSize = 16 * 1024
+        public var maxHeaders = 0
+        public var maxHeaderSize = 0
     }
 
     public struct Log: Sendable, Equatable {
@@ -75,26 +75,29 @@ public struct Config: Sendable, Equatable {
     public var limits = Limits()
     public var log = Log()
 
-    public init() {}
+    /// Every key at its default.
+    public init() { self.init(ConfigKey.table) }
+
+    init(_ table: [ConfigKey]) {
+        for key in table {
+            do throws(ConfigError) {
+                try key.apply(&self, key.defaultValue, true) { ConfigError(file: "ConfigKey.table", line: 0, message: $0) }
+            } catch {
+                preconditionFailure("the default of \(key.qualifiedName) does not parse: \(error)")
+            }
+        }
+    }
 
     /// The keys whose change takes a restart (the listeners and the spool's place); every
     /// other key applies on SIGHUP.
     public func restartKeys(comparedTo new: Config) -> [String] {
-        var keys: [String] = []
-        if listen.tcp != new.listen.tcp { keys.append("listen.tcp") }
-        if listen.unix != new.listen.unix { keys.append("listen.unix") }
-        if listen.unixMode != new.listen.unixMode { keys.append("listen.unix_mode") }
-        if spool.dir != new.spool.dir { keys.append("spool.dir") }
-        return keys
+        ConfigKey.table.filter { !$0.live && $0.differs(self, new) }.map(\.qualifiedName)
     }
 
     /// `new` with the restart-only keys kept as they are now.
     public func reloaded(with new: Config) -> Config {
         var c = new
-        c.listen.tcp = listen.tcp
-        c.listen.unix = listen.unix
-        c.listen.unixMode = listen.unixMode
-        c.spool.dir = spool.dir
+        for key in ConfigKey.table where !key.live { key.keep(&c, self) }
         return c
     }
 }
