@@ -31,14 +31,18 @@ let package = Package(
             name: "metrics-proxy",
             dependencies: ["MetricsProxyDaemon", "MetricsProxyCore"]
         ),
+        // Seeded randomness for both test targets (the seed is printed when a test fails).
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "MetricsProxyCoreTests",
-            dependencies: ["MetricsProxyCore"]
+            dependencies: ["MetricsProxyCore", "TestSupport"]
         ),
         .testTarget(
             name: "MetricsProxyDaemonTests",
-            dependencies: ["MetricsProxyCore"],
-            exclude: []
+            dependencies: ["MetricsProxyCore", "TestSupport"]
         ),
     ]
 )

@@ -1,4 +1,5 @@
 import XCTest
+import TestSupport
 @testable import MetricsProxyCore
 
 /// The fast path must accept only what the full decoder accepts, and merge it the same way.
@@ -72,7 +73,7 @@ final class FastPathTests: XCTestCase {
     /// table's order first and finds the others by hash; the window ends as the full
     /// decoder's does.
     func testPostsInAnyOrderMergeAsTheFullDecoderMergesThem() {
-        var rng = SystemRandomNumberGenerator()
+        var rng = SeededRandom("FastPathTests.postsInAnyOrder")
         let names = (0..<24).map { "feature.checkout.flag-\(100 + $0)" } + ["1-short", "2-short", "x"]
         var fast = Window(opened: 0), slow = Window(opened: 0)
         var p = FastPost()

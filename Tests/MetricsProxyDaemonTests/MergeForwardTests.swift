@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 
 /// The main path: many SDKs over TCP and the Unix socket, merged per window, one request per
 /// token per window upstream, every count exact.
@@ -12,7 +13,7 @@ final class MergeForwardTests: XCTestCase {
         let tcp = HTTPClient.Endpoint.tcp("127.0.0.1", proxy.tcpPort), unix = HTTPClient.Endpoint.unix(proxy.unixPath)
         let results = parallel(posters) { i -> (ledger: Ledger, bad: [Int], error: String) in
             let client = HTTPClient(i % 2 == 0 ? tcp : unix)
-            var factory = PostFactory(apps: ["app-0", "app-1", "app-2"])
+            var factory = PostFactory(apps: ["app-0", "app-1", "app-2"], label: "merge-\(i)")
             var ledger = Ledger(), bad: [Int] = []
             let token = i % 3 == 0 ? tokenB : tokenA
             var n = 0
@@ -80,7 +81,7 @@ final class MergeForwardTests: XCTestCase {
         let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, upstreamExtra: "mode = metrics"))
         let c = proxy.tcp()
         var expected = Ledger()
-        var factory = PostFactory(apps: ["app-0", "app-1"])
+        var factory = PostFactory(apps: ["app-0", "app-1"], label: "metrics-mode")
         for i in 0..<40 {
             XCTAssertEqual(try c.post("/api/client/metrics", json: factory.post(token: tokenA, instance: "i\(i % 3)", into: &expected), token: tokenA).status, 202)
         }
@@ -116,7 +117,7 @@ final class MergeForwardTests: XCTestCase {
         let upstream = try FakeUpstream()
         let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, upstreamExtra: "gzip = on"))
         var expected = Ledger()
-        var factory = PostFactory(apps: ["app-0"])
+        var factory = PostFactory(apps: ["app-0"], label: "gzip")
         let body = factory.post(token: tokenA, instance: "gz", into: &expected)
         let gz = try gzip(Array(body.utf8))
         let c = proxy.unix()

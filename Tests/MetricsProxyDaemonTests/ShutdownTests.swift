@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 
 /// SIGTERM: stop accepting, close the open window, send it, exit 0.
 final class ShutdownTests: XCTestCase {
@@ -19,7 +20,7 @@ final class ShutdownTests: XCTestCase {
                 return Ledger()
             }
             let client = HTTPClient(i % 2 == 0 ? tcp : unix)
-            var factory = PostFactory(apps: ["app-0", "app-1"])
+            var factory = PostFactory(apps: ["app-0", "app-1"], label: "shutdown-\(i)")
             var ledger = Ledger()
             for _ in 0..<5000 {
                 var attempt = Ledger()

@@ -1,13 +1,18 @@
 import Foundation
+import TestSupport
 import MetricsProxyCore
 import XCTest
 
 /// Nothing acknowledged is lost while the upstream is away: outages, hard kills, damaged
 /// spool files, the upstream's answer classes, the caps, a failing disk, a large backlog.
 final class SpoolDeliveryTests: XCTestCase {
+    /// Numbers `post` calls, so that each draws its own posts from the run's seed.
+    private var posts = 0
+
     /// Posts `count` good posts and returns what they add up to.
     func post(_ proxy: ProxyProcess, count: Int, token: String = tokenA, instance: String = "i") throws -> Ledger {
-        var factory = PostFactory(apps: ["app-0", "app-1"])
+        posts += 1
+        var factory = PostFactory(apps: ["app-0", "app-1"], label: "\(name)-\(posts)")
         var ledger = Ledger()
         let c = proxy.tcp()
         for _ in 0..<count {
@@ -89,11 +94,12 @@ final class SpoolDeliveryTests: XCTestCase {
                 a = try spooled(victim) { try post(victim, count: 40) } // a is on disk now
                 // More posts while the kill comes at a random moment.
                 let pid = victim.process.processIdentifier
-                let delay = useconds_t.random(in: 50_000...700_000)
+                var rng = SeededRandom("kill-\(round)")
+                let delay = useconds_t.random(in: 50_000...700_000, using: &rng)
                 let killer = Thread { usleep(delay); kill(pid, SIGKILL) }
                 killer.start()
                 var more = Ledger()
-                var factory = PostFactory(apps: ["app-0", "app-1"])
+                var factory = PostFactory(apps: ["app-0", "app-1"], label: "victim-\(round)")
                 let c = victim.tcp()
                 for _ in 0..<5000 {
                     var attempt = Ledger()

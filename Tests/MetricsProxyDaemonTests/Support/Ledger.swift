@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 
 /// What the test posted (and got 202 for), summed the way the upstream must receive it:
 /// per (token, appName, featureName, hour timestamp): yes, no and each variant.
@@ -47,13 +48,17 @@ struct Ledger: Equatable, CustomStringConvertible {
 
 /// Makes valid metric posts in the shapes real SDKs send, recording each in a ledger.
 struct PostFactory {
-    var rng: SystemRandomNumberGenerator = .init()
+    var rng: SeededRandom
     let apps: [String]
     let features = (0..<8).map { "feature-\($0)" }
     /// A fixed hour so tests do not depend on the clock: 2026-11-28T10:00Z and the hour before.
     static let hourMillis: Int64 = 1_795_860_000_000
 
-    init(apps: [String]) { self.apps = apps }
+    /// `label` names the poster (test and thread), so that each draws its own posts from the run's seed.
+    init(apps: [String], label: String) {
+        self.apps = apps
+        rng = SeededRandom(label)
+    }
 
     static func iso(_ ms: Int64) -> String {
         let d = Date(timeIntervalSince1970: Double(ms) / 1000)
