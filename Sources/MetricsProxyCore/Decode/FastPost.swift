@@ -18,6 +18,8 @@ public struct FastPost {
     var instanceId: Range<Int>?
     /// Per `SDKField`, by its index: where the body gives it.
     let sdk = ScratchList<Range<Int>?>(capacity: SDKField.all.count)
+    /// `SDKField.all`, held here so the reader does not reach for the global on every member.
+    let sdkFields = SDKField.all
     var start: Int64 = 0, stop: Int64 = 0
     /// The longest toggle or variant name, in bytes (for `PostLimits`).
     var longestName = 0

@@ -10,7 +10,7 @@ public enum FastPostScanner {
         p.longestName = 0
         p.instanceId = nil
         p.sdk.removeAll()
-        for _ in SDKField.all { p.sdk.append(nil) }
+        for _ in p.sdkFields { p.sdk.append(nil) }
         guard let base = body.baseAddress else { return false }
         var r = PostReader(base: base, count: body.count, at: 0)
         guard r.readPost(into: &p, scanner: JSONScanner(body)) else { return false }

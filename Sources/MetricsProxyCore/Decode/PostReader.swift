@@ -179,7 +179,7 @@ struct PostReader {
             case 10 where r.keyIs(key, "instanceId"): return r.plainString(into: &p.instanceId)
             default:
                 // One of the SDK's fields about itself, or a member the proxy does not keep.
-                guard let f = SDKField.all.first(where: { key.count == $0.key.utf8CodeUnitCount && r.keyIs(key, $0.key) }) else {
+                guard let f = p.sdkFields.first(where: { key.count == $0.key.utf8CodeUnitCount && r.keyIs(key, $0.key) }) else {
                     return r.skipValue(scanner)
                 }
                 guard let v = r.plainString(), v.count <= f.schemaMaxLength ?? .max else { return false }

@@ -193,7 +193,7 @@ extension Window {
         let instanceId = (p.instanceId?.isEmpty ?? true) ? "default" : text(p.instanceId)!
         let ikey = InstanceKey(token: token, appName: appName, instanceId: instanceId)
         if let e = instances[ikey], interval == nil || e.interval == interval,
-           SDKField.all.allSatisfy({ f in p.sdk[f.index] == nil || same(e.sdk[f], p.sdk[f.index]) }) {
+           p.sdkFields.allSatisfy({ f in p.sdk[f.index] == nil || same(e.sdk[f], p.sdk[f.index]) }) {
             // Known instance, nothing new about it.
         } else {
             var sdk = SDKMetadata()
