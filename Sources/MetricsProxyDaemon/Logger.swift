@@ -74,8 +74,11 @@ public func nowMillis() -> Int64 {
 }
 
 /// Monotonic time in milliseconds, for deadlines.
-func monotonicMillis() -> Int64 {
+func monotonicMillis() -> Int64 { monotonicMicros() / 1000 }
+
+/// Monotonic time in microseconds, for durations that can be shorter than a millisecond.
+func monotonicMicros() -> Int64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000
 }
