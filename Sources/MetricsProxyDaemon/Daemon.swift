@@ -44,8 +44,8 @@ public final class Daemon {
         reverseProxy = ReverseProxy(client: client, log: log)
         router = Router(prefix: config.listen.pathPrefix)
         ingest = Ingest(config)
-        builder = BatchBuilder(mode: config.upstream.mode, maxBody: config.upstream.maxBody)
-        window = Window(opened: nowMillis())
+        builder = BatchBuilder(mode: config.upstream.mode, maxBody: config.upstream.maxBody, proxyInstance: Self.hostName)
+        window = Window(opened: nowMillis(), registry: InstanceRegistry(config))
         server = try HTTPServer(loop: loop, config: config, log: log, telemetry: telemetry) { [unowned self] in self.handle($0) }
         reverseProxy.connections = server.guardian
         for hp in config.listen.tcp { try server.listenTCP(hp) }
@@ -117,7 +117,8 @@ public final class Daemon {
             let gauges = SelfMetrics.Gauges(windowKeys: window.keyCount, spoolBatches: forwarder.spool.entries.count,
                                             spoolBytes: forwarder.spool.bytes,
                                             spoolOldestAgeSeconds: Double(forwarder.spool.oldestAge(now: now) ?? 0) / 1000,
-                                            version: Version.string, connections: server.guardian.count)
+                                            version: Version.string, connections: server.guardian.count,
+                                            instancesRemembered: window.registry.count)
             req.reply(200, Array(telemetry.metrics.render(gauges).utf8), contentType: "text/plain; version=0.0.4; charset=utf-8")
         case .methodNotAllowed(let allow):
             req.reply(405, ErrorBody.message("Method \(req.method) is not allowed here; use \(allow)"), headers: [("Allow", allow)])
@@ -172,21 +173,24 @@ public final class Daemon {
 
     private func closeWindow() {
         let now = nowMillis()
-        guard !window.isEmpty else { window = Window(opened: now); return }
+        // The registry goes on to the next window, empty or not.
+        guard !window.isEmpty else { window = window.next(opened: now, config: config).window; return }
         // Close times number the windows, so batch ids sort in order across restarts too.
         windowSequence = max(UInt64(max(0, now)), windowSequence + 1)
         let started = monotonicMillis()
         let batches = builder.batches(from: window, sequence: windowSequence, closedAt: now)
         let serialized = monotonicMillis()
         let (posts, keys, instances) = (postsInWindow, window.keyCount, window.instances.count)
-        window = Window(opened: now)
+        let forgotten: Int
+        (window, forgotten) = window.next(opened: now, config: config)
         postsInWindow = 0
         keyCapLogged = false
         forwarder.enqueue(batches)
         telemetry.metrics.windowsClosed += 1
         // Logged after the batches are in the spool (or, if the disk failed, held in memory).
         log.info("window closed", [("window", "\(windowSequence)"), ("posts", "\(posts)"), ("keys", "\(keys)"),
-                                   ("instances", "\(instances)"), ("batches", "\(batches.count)"),
+                                   ("instances", "\(instances)"), ("instances_remembered", "\(window.registry.count)"),
+                                   ("instances_forgotten", "\(forgotten)"), ("batches", "\(batches.count)"),
                                    ("spooled", "\(batches.filter { forwarder.spool.contains($0.id) }.count)"),
                                    ("serialize_ms", "\(serialized - started)"), ("close_ms", "\(monotonicMillis() - started)")])
     }
@@ -222,7 +226,7 @@ public final class Daemon {
         log.format = applied.log.format
         router = Router(prefix: applied.listen.pathPrefix)
         ingest = Ingest(applied)
-        builder = BatchBuilder(mode: applied.upstream.mode, maxBody: applied.upstream.maxBody)
+        builder = BatchBuilder(mode: applied.upstream.mode, maxBody: applied.upstream.maxBody, proxyInstance: Self.hostName)
         server.update(applied)
         forwarder.update(applied, client: client)
         reverseProxy.client = client
@@ -261,6 +265,16 @@ public final class Daemon {
         log.warn("drain timeout reached", [("batches_left", "\(forwarder.outbox.count)")])
         loop.stop()
     }
+}
+
+extension Daemon {
+    /// This proxy's name in each instance's `connectVia` upstream: the host name (in
+    /// Kubernetes, the pod's name), as Unleash Edge names itself.
+    static let hostName: String = {
+        var buf = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buf, buf.count - 1) == 0 else { return "metrics-proxy" }
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }()
 }
 
 /// The proxy's counters, shared by the parts that count.

@@ -116,3 +116,45 @@ final class ForwardingTests: XCTestCase {
         XCTAssertEqual(try upstream.requests(path: "/api/client/register").count, 0)
     }
 }
+
+/// An SDK registers once, at start: every later window's `applications[]` entry still reports
+/// what it said (the regression: `started` moved every window, `strategies` showed only in the
+/// window of the registration), and names the proxy in `connectVia`.
+final class InstanceRegistryEndToEndTests: XCTestCase {
+    func testStartedAndStrategiesStayTheSDKsOwnAcrossFiveWindows() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "300ms"))
+        let c = proxy.tcp()
+        let register = #"{"appName":"shop","instanceId":"pod-1","sdkVersion":"unleash-python-sdk:6.9.1","strategies":["default","flexibleRollout"],"started":"2026-11-28T01:24:18.277Z","interval":15000}"#
+        XCTAssertEqual(try c.post("/api/client/register", json: register, token: tokenA).status, 202)
+        /// The windows whose bulk request carries pod-1, each with its entry for it.
+        func entries() throws -> [String: [String: Any]] {
+            var out: [String: [String: Any]] = [:]
+            for r in try upstream.requests(path: "/api/client/metrics/bulk") {
+                let window = String(r.header("X-Metrics-Proxy-Batch")!.split(separator: "-")[0])
+                for a in r.json["applications"] as! [[String: Any]] where a["instanceId"] as? String == "pod-1" { out[window] = a }
+            }
+            return out
+        }
+        // A post now and then, so that pod-1 is seen in window after window.
+        try waitFor("pod-1 in six windows", timeout: 20) {
+            _ = try c.post("/api/client/metrics", json: ValidationTests.bucket(#"{"f":{"yes":1}}"#).replacingOccurrences(of: #""instanceId":"i""#, with: #""instanceId":"pod-1""#).replacingOccurrences(of: #""appName":"app""#, with: #""appName":"shop""#), token: tokenA)
+            usleep(100_000) // a post per 100 ms: several per 300 ms window
+            return try entries().count >= 6
+        }
+        let seen = try entries()
+        XCTAssertGreaterThanOrEqual(seen.count, 6)
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, 255)
+        let hostName = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        for (window, a) in seen {
+            XCTAssertEqual(a["started"] as? String, "2026-11-28T01:24:18.277Z", "window \(window)")
+            XCTAssertEqual(a["strategies"] as? [String], ["default", "flexibleRollout"], "window \(window)")
+            XCTAssertEqual(a["interval"] as? Int, 15000, "window \(window)")
+            XCTAssertEqual(a["sdkVersion"] as? String, "unleash-python-sdk:6.9.1", "window \(window)")
+            XCTAssertEqual(a["connectVia"] as? [[String: String]], [["appName": "metrics-proxy", "instanceId": hostName]], "window \(window)")
+        }
+        XCTAssertTrue(proxy.log.contains("instances_remembered=1"), proxy.log)
+        XCTAssertEqual(value(try scrape(proxy), "metrics_proxy_instances_remembered"), 1)
+    }
+}

@@ -60,6 +60,9 @@ public struct Config: Sendable, Equatable {
         /// Request header lines, and their total size in bytes.
         public var maxHeaders = 0
         public var maxHeaderSize = 0
+        /// SDK instances remembered across windows, and how long one unseen is kept.
+        public var maxInstances = 0
+        public var instanceMaxAge: Duration = .zero
     }
 
     public struct Log: Sendable, Equatable {

@@ -36,10 +36,13 @@ public struct SelfMetrics: Sendable {
         public var spoolOldestAgeSeconds: Double
         public var version: String
         public var connections: Int
+        /// SDK instances the registry remembers across windows.
+        public var instancesRemembered: Int
 
         public init(windowKeys: Int, spoolBatches: Int, spoolBytes: Int, spoolOldestAgeSeconds: Double, version: String,
-                    connections: Int = 0) {
+                    connections: Int = 0, instancesRemembered: Int = 0) {
             self.connections = connections
+            self.instancesRemembered = instancesRemembered
             self.windowKeys = windowKeys
             self.spoolBatches = spoolBatches
             self.spoolBytes = spoolBytes
@@ -73,6 +76,8 @@ public struct SelfMetrics: Sendable {
         sample("metrics_proxy_requests_timed_out_total", Double(requestsTimedOut))
         family("metrics_proxy_window_keys", "gauge", "Distinct merge keys in the open window.")
         sample("metrics_proxy_window_keys", Double(g.windowKeys))
+        family("metrics_proxy_instances_remembered", "gauge", "SDK instances remembered across windows ([limits] max_instances).")
+        sample("metrics_proxy_instances_remembered", Double(g.instancesRemembered))
         family("metrics_proxy_windows_closed_total", "counter", "Windows closed and handed to the spool.")
         sample("metrics_proxy_windows_closed_total", Double(windowsClosed))
         family("metrics_proxy_upstream_requests_total", "counter", "Upstream metric requests, by status code (error: no answer).")

@@ -3,10 +3,13 @@
 public struct BatchBuilder: Sendable {
     public var mode: UpstreamMode
     public var maxBody: Int
+    /// This proxy's instance id in `connectVia` (as Unleash Edge names itself there); nil: none.
+    public var proxyInstance: String?
 
-    public init(mode: UpstreamMode, maxBody: Int) {
+    public init(mode: UpstreamMode, maxBody: Int, proxyInstance: String? = nil) {
         self.mode = mode
         self.maxBody = maxBody
+        self.proxyInstance = proxyInstance
     }
 
     /// `sequence` numbers windows so that batch ids sort in window order (the daemon uses the
@@ -90,6 +93,13 @@ public struct BatchBuilder: Sendable {
         w.key("started"); w.string(Timestamp.iso8601(i.started))
         w.key("strategies"); w.beginArray(); for s in i.strategies { w.string(s) }; w.endArray()
         w.key("sdkType"); w.string("backend")
+        if let proxyInstance {
+            // How the instance reaches Unleash, shown in its UI: through this proxy.
+            w.key("connectVia"); w.beginArray(); w.beginObject()
+            w.key("appName"); w.string("metrics-proxy")
+            w.key("instanceId"); w.string(proxyInstance)
+            w.endObject(); w.endArray()
+        }
         for field in SDKField.all {
             if let value = i.sdk[field] { w.key(field.name); w.string(value) }
         }

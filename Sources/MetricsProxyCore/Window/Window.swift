@@ -46,7 +46,7 @@ public struct Window: Sendable {
         }
     }
 
-    /// One SDK instance as it goes upstream in `applications[]`.
+    /// One SDK instance as it goes upstream in `applications[]`: what the registry holds for it.
     public struct Instance: Sendable, Equatable {
         public var sdk: SDKMetadata
         /// The SDK's metrics interval as it reported it (`/register` body or `unleash-interval`).
@@ -57,13 +57,31 @@ public struct Window: Sendable {
     }
 
     public private(set) var groups: [GroupKey: Group] = [:]
+    /// The instances seen in this window, as the registry knows them.
     public private(set) var instances: [InstanceKey: Instance] = [:]
+    /// What every instance said about itself, carried from window to window (`next(opened:config:)`).
+    public private(set) var registry: InstanceRegistry
     /// Distinct (token, appName, hour, featureName) keys.
     public private(set) var keyCount = 0
     /// When this window opened (epoch ms).
     public let opened: Int64
 
-    public init(opened: Int64) { self.opened = opened }
+    /// A window alone (tests, fuzzers) remembers every instance; the daemon's first window gets
+    /// the configured bounds, and `next` carries them on.
+    public init(opened: Int64, registry: InstanceRegistry = InstanceRegistry(maxCount: .max, maxAgeMillis: .max)) {
+        self.opened = opened
+        self.registry = registry
+    }
+
+    /// The window after this one: empty, with the registry carried over (bounded by `config`'s
+    /// `[limits] max_instances` and `instance_max_age`). Also the number of instances forgotten.
+    public func next(opened: Int64, config: Config) -> (window: Window, forgotten: Int) {
+        var registry = self.registry
+        registry.maxCount = config.limits.maxInstances
+        registry.maxAgeMillis = config.limits.instanceMaxAge.milliseconds
+        let forgotten = registry.evict(now: opened)
+        return (Window(opened: opened, registry: registry), forgotten)
+    }
 
     public var isEmpty: Bool { groups.isEmpty && instances.isEmpty }
 
@@ -129,7 +147,8 @@ public struct Window: Sendable {
         keyCount += added
     }
 
-    /// Records a registration (`/register`) or an instance seen on a metrics post.
+    /// Records a registration (`/register`) or an instance seen on a metrics post, in the
+    /// registry and in this window.
     mutating func noteInstance(token: String, appName: String, instanceId: String, sdk: SDKMetadata,
                                       interval: Double?, started: Int64?, strategies: [String]?, now: Int64) {
         let key = InstanceKey(token: token, appName: appName, instanceId: instanceId)
@@ -138,17 +157,7 @@ public struct Window: Sendable {
            interval == nil || existing.interval == interval {
             return
         }
-        if var existing = instances[key] {
-            var merged = sdk
-            merged.fillGaps(from: existing.sdk)
-            existing.sdk = merged
-            if let interval { existing.interval = interval }
-            if let started { existing.started = started }
-            if let strategies { existing.strategies = strategies }
-            instances[key] = existing
-        } else {
-            instances[key] = Instance(sdk: sdk, interval: interval, started: started ?? now, strategies: strategies ?? [])
-        }
+        instances[key] = registry.note(key, sdk: sdk, interval: interval, started: started, strategies: strategies, now: now)
     }
 }
 
