@@ -25,6 +25,10 @@ public final class Daemon {
     private var shuttingDown = false
     private var postsInWindow = 0
     private var keyCapLogged = false
+    /// `ingest.impactMetricsNotForwarded` when the open window opened, and whether this
+    /// window has said so yet.
+    private var impactNotForwardedAtOpen = 0
+    private var impactLogged = false
     private let telemetry: Telemetry
 
     /// Batches the spool could not take wait in memory up to this many bytes.
@@ -118,7 +122,8 @@ public final class Daemon {
                                             spoolBytes: forwarder.spool.bytes,
                                             spoolOldestAgeSeconds: Double(forwarder.spool.oldestAge(now: now) ?? 0) / 1000,
                                             version: Version.string, connections: server.guardian.count,
-                                            instancesRemembered: window.registry.count)
+                                            instancesRemembered: window.registry.count,
+                                            impactMetricsNotForwarded: ingest.impactMetricsNotForwarded)
             req.reply(200, Array(telemetry.metrics.render(gauges).utf8), contentType: "text/plain; version=0.0.4; charset=utf-8")
         case .methodNotAllowed(let allow):
             req.reply(405, ErrorBody.message("Method \(req.method) is not allowed here; use \(allow)"), headers: [("Allow", allow)])
@@ -148,6 +153,11 @@ public final class Daemon {
         case .accepted:
             if kind == .metrics { postsInWindow += 1 }
             req.reply(202)
+            if ingest.impactMetricsNotForwarded > impactNotForwardedAtOpen, !impactLogged {
+                impactLogged = true // once per window; the window-closed line has the count
+                log.warn("impact metrics accepted but not forwarded: metrics-proxy does not carry impactMetrics yet; they are counted on /metrics",
+                         [("metric", "metrics_proxy_impact_metrics_dropped_total")])
+            }
         case .refused(let status, let body):
             log.debug("post refused", [("status", "\(status)"), ("path", Router.normalize(req.uri))])
             req.reply(Int32(status), body)
@@ -185,12 +195,16 @@ public final class Daemon {
         (window, forgotten) = window.next(opened: now, config: config)
         postsInWindow = 0
         keyCapLogged = false
+        let impactNotForwarded = ingest.impactMetricsNotForwarded - impactNotForwardedAtOpen
+        impactNotForwardedAtOpen = ingest.impactMetricsNotForwarded
+        impactLogged = false
         forwarder.enqueue(batches)
         telemetry.metrics.windowsClosed += 1
         // Logged after the batches are in the spool (or, if the disk failed, held in memory).
         log.info("window closed", [("window", "\(windowSequence)"), ("posts", "\(posts)"), ("keys", "\(keys)"),
                                    ("instances", "\(instances)"), ("instances_remembered", "\(window.registry.count)"),
-                                   ("instances_forgotten", "\(forgotten)"), ("batches", "\(batches.count)"),
+                                   ("instances_forgotten", "\(forgotten)"),
+                                   ("impact_metrics_not_forwarded", "\(impactNotForwarded)"), ("batches", "\(batches.count)"),
                                    ("spooled", "\(batches.filter { forwarder.spool.contains($0.id) }.count)"),
                                    ("serialize_ms", "\(serialized - started)"), ("close_ms", "\(monotonicMillis() - started)")])
     }
@@ -225,7 +239,7 @@ public final class Daemon {
         log.level = applied.log.level
         log.format = applied.log.format
         router = Router(prefix: applied.listen.pathPrefix)
-        ingest = Ingest(applied)
+        ingest.reconfigure(applied)
         builder = BatchBuilder(mode: applied.upstream.mode, maxBody: applied.upstream.maxBody, proxyInstance: Self.hostName)
         server.update(applied)
         forwarder.update(applied, client: client)

@@ -27,6 +27,8 @@ enum FuzzTargets {
                 precondition(a.groups == b.groups && a.keyCount == b.keyCount && a.instances == b.instances,
                              "the fast path and the full decoder disagree on what the body means")
                 precondition(answer == .accepted || a.isEmpty, "a post that was not accepted changed the window")
+                precondition(fast.impactMetricsNotForwarded == full.impactMetricsNotForwarded,
+                             "the fast path and the full decoder count impact metrics differently")
             }
         }
         for gzip in [true, false] {

@@ -39,6 +39,7 @@ extension Decoding {
         var instanceId: String?
         var sdk = SDKMetadata()
         var bucket: Bucket?
+        var impactMetrics = 0
         try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "{")) }
         var first = true
         while try run({ s throws(JSONSyntaxError) in try s.nextMember(first: first) }) {
@@ -49,6 +50,7 @@ extension Decoding {
             case .instanceId: instanceId = try string("/body/instanceId")
             case .sdk(let f): try sdkField(f, into: &sdk)
             case .bucket: bucket = try self.bucket()
+            case .impactMetrics: impactMetrics = try itemCount()
             case nil: try run { s throws(JSONSyntaxError) in try s.skipValue() }
             }
         }
@@ -58,7 +60,29 @@ extension Decoding {
         if let failure { throw .invalid(failure) }
         guard let appName, !appName.isEmpty else { throw .invalid(.invalid("/body/appName", "must not be empty", sent: "\"\"")) }
         let instance = (instanceId?.isEmpty ?? true) ? "default" : instanceId!
-        return MetricsPost(appName: appName, instanceId: instance, sdk: sdk, bucket: bucket)
+        var post = MetricsPost(appName: appName, instanceId: instance, sdk: sdk, bucket: bucket)
+        post.impactMetrics = impactMetrics
+        return post
+    }
+
+    /// How many items an array holds (0 for null; 1 for any other value), read past.
+    mutating func itemCount() throws(DecodeStop) -> Int {
+        switch try kind() {
+        case .array:
+            var n = 0
+            try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "[")) }
+            while try run({ s throws(JSONSyntaxError) in try s.nextElement(first: n == 0) }) {
+                n += 1
+                try run { s throws(JSONSyntaxError) in try s.skipValue() }
+            }
+            return n
+        case .null:
+            try run { s throws(JSONSyntaxError) in try s.readNull() }
+            return 0
+        default:
+            try run { s throws(JSONSyntaxError) in try s.skipValue() }
+            return 1
+        }
     }
 
     /// `bucket`: an object, or absent; null, "", 0 and false mean absent.
@@ -215,7 +239,7 @@ extension Decoding {
 }
 
 private enum TopKey {
-    case appName, instanceId, bucket
+    case appName, instanceId, bucket, impactMetrics
     case sdk(SDKField)
 
     init?(_ key: (raw: Slice<UnsafeBufferPointer<UInt8>>, escaped: Bool)) {
@@ -227,6 +251,7 @@ private enum TopKey {
         if match("appName") { self = .appName }
         else if match("instanceId") { self = .instanceId }
         else if match("bucket") { self = .bucket }
+        else if match("impactMetrics") { self = .impactMetrics }
         else if let f = SDKField.all.first(where: { match($0.key) }) { self = .sdk(f) }
         else { return nil }
     }

@@ -172,6 +172,8 @@ struct PostReader {
                 guard !sawBucket else { return false }
                 sawBucket = true
                 return r.bucket(into: &p, scanner: scanner)
+            // Impact metrics are counted by the full decoder (not forwarded yet).
+            case 13 where r.keyIs(key, "impactMetrics"): return false
             case 7 where r.keyIs(key, "appName"):
                 guard let v = r.plainString() else { return false }
                 p.appName = v

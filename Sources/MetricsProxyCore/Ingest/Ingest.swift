@@ -49,8 +49,6 @@ public struct Ingest {
     /// The fast path's scratch space, reused for every post (its lists are classes: a copy of
     /// `Ingest` shares them, so one `Ingest` serves one loop). Nil when the fast path is off.
     private var scratch: FastPost?
-    /// Nil for registrations, which the fast path does not read.
-    private var noScratch: FastPost? = nil
 
     /// `fastPath: false` reads every post with the full decoder: the decoder fuzzer runs
     /// both and checks they agree.
@@ -62,14 +60,25 @@ public struct Ingest {
 
     public var fastPath: Bool { scratch != nil }
 
+    /// Impact metrics in accepted posts. The proxy does not forward them yet; each is counted
+    /// here (and on /metrics) rather than lost without a trace.
+    public private(set) var impactMetricsNotForwarded = 0
+
+    /// Takes a reloaded configuration, keeping the scratch space and the counts.
+    public mutating func reconfigure(_ config: Config) {
+        intake = Ingest(config).intake
+        maxKeys = config.limits.maxKeys
+    }
+
     /// Decides `body` (as received: it may be gzip or deflate), and merges it into `window`
     /// when it is accepted; nothing else touches the window. `header` looks up any other
     /// request header, and is asked only when an SDK field is missing from the body.
     public mutating func accept(_ kind: Kind, headers: Headers, body: UnsafeBufferPointer<UInt8>, into window: inout Window,
                                 now: Int64, header: (String) -> String?) -> Answer {
         let interval = headers.interval.flatMap(Double.init)
+        var noFastPath: FastPost? = nil // registrations are read by the full decoder
         let outcome = kind == .metrics ? intake.evaluate(kind, headers, body: body, fast: &scratch)
-            : intake.evaluate(kind, headers, body: body, fast: &noScratch)
+            : intake.evaluate(kind, headers, body: body, fast: &noFastPath)
         switch outcome {
         case .fastMetrics(let token):
             if window.wouldExceed(maxKeys, fast: scratch!, body: body, token: token) { return windowFull }
@@ -80,6 +89,7 @@ public struct Ingest {
             if window.wouldExceed(maxKeys, post: post, token: token) { return windowFull }
             post.sdk.fillFromHeaders(header)
             window.merge(post, token: token, interval: interval, now: now)
+            impactMetricsNotForwarded += post.impactMetrics
             return .accepted
         case .register(var r, let token):
             if window.wouldAddInstance(beyond: maxKeys, token: token, appName: r.appName, instanceId: r.instanceId) {

@@ -38,10 +38,13 @@ public struct SelfMetrics: Sendable {
         public var connections: Int
         /// SDK instances the registry remembers across windows.
         public var instancesRemembered: Int
+        /// Impact metrics accepted and not forwarded (`Ingest.impactMetricsNotForwarded`).
+        public var impactMetricsNotForwarded: Int
 
         public init(windowKeys: Int, spoolBatches: Int, spoolBytes: Int, spoolOldestAgeSeconds: Double, version: String,
-                    connections: Int = 0, instancesRemembered: Int = 0) {
+                    connections: Int = 0, instancesRemembered: Int = 0, impactMetricsNotForwarded: Int = 0) {
             self.connections = connections
+            self.impactMetricsNotForwarded = impactMetricsNotForwarded
             self.instancesRemembered = instancesRemembered
             self.windowKeys = windowKeys
             self.spoolBatches = spoolBatches
@@ -66,6 +69,9 @@ public struct SelfMetrics: Sendable {
             let count = (posts[code] ?? 0) + (code == 202 ? accepted : 0)
             sample("metrics_proxy_posts_total", [("code", String(code))], Double(count))
         }
+        family("metrics_proxy_impact_metrics_dropped_total", "counter",
+               "Impact metrics in accepted posts that do not reach the upstream, by reason (not_forwarded: not carried yet).")
+        sample("metrics_proxy_impact_metrics_dropped_total", [("reason", "not_forwarded")], Double(g.impactMetricsNotForwarded))
         family("metrics_proxy_post_bytes_total", "counter", "Bytes of metric post bodies received.")
         sample("metrics_proxy_post_bytes_total", Double(postBytes))
         family("metrics_proxy_connections", "gauge", "Client connections open.")
