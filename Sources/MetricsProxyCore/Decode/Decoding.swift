@@ -94,6 +94,16 @@ struct Decoding {
         return String(decoding: w.bytes, as: UTF8.self)
     }
 
+    /// Reads the array that comes next, calling `element` at each element, which must read it.
+    mutating func forEachElement(_ element: (inout Decoding) throws(DecodeStop) -> Void) throws(DecodeStop) {
+        try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "[")) }
+        var first = true
+        while try run({ s throws(JSONSyntaxError) in try s.nextElement(first: first) }) {
+            first = false
+            try element(&self)
+        }
+    }
+
     /// Reads a scalar and tells whether Ajv would coerce it to null ("" , 0, false).
     mutating func isNullish() throws(DecodeStop) -> Bool {
         switch try kind() {

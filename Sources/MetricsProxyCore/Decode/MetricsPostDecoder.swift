@@ -70,10 +70,9 @@ extension Decoding {
         switch try kind() {
         case .array:
             var n = 0
-            try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "[")) }
-            while try run({ s throws(JSONSyntaxError) in try s.nextElement(first: n == 0) }) {
+            try forEachElement { d throws(DecodeStop) in
                 n += 1
-                try run { s throws(JSONSyntaxError) in try s.skipValue() }
+                try d.run { s throws(JSONSyntaxError) in try s.skipValue() }
             }
             return n
         case .null:

@@ -88,14 +88,11 @@ extension Decoding {
             return nil
         }
         var out: [String] = []
-        try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "[")) }
-        var first = true
-        while try run({ s throws(JSONSyntaxError) in try s.nextElement(first: first) }) {
-            first = false
-            if try kind() == .string {
-                out.append(try run { s throws(JSONSyntaxError) in try s.readString() })
+        try forEachElement { d throws(DecodeStop) in
+            if try d.kind() == .string {
+                out.append(try d.run { s throws(JSONSyntaxError) in try s.readString() })
             } else {
-                try run { s throws(JSONSyntaxError) in try s.skipValue() }
+                try d.run { s throws(JSONSyntaxError) in try s.skipValue() }
             }
         }
         return out
