@@ -115,7 +115,7 @@ public struct ConfigKey {
             .value("limits", "max_header_size", \.limits.maxHeaderSize, default: "16KiB") { v, bad throws(ConfigError) in
                 try V.size(v, min: 1024, bad)
             },
-            .value("limits", "max_instances", \.limits.maxInstances, default: "100000") { v, bad throws(ConfigError) in
+            .value("limits", "max_instances", \.limits.maxInstances, default: "10000") { v, bad throws(ConfigError) in
                 try V.integer(v, in: 1...Int.max, "a number of instances", bad)
             },
             .value("limits", "instance_max_age", \.limits.instanceMaxAge, default: "24h", V.duration),
