@@ -94,6 +94,18 @@ struct Decoding {
         return String(decoding: w.bytes, as: UTF8.self)
     }
 
+    /// The start of a post or registration body: an object (both require `appName`, so an
+    /// empty body, which body-parser reads as {}, is missing it).
+    mutating func bodyObject() throws(DecodeStop) {
+        scanner.skipWhitespace()
+        if scanner.isAtEnd { throw .invalid(.required("/body/appName")) }
+        guard try kind() == .object else {
+            let sent = try skipAndShow()
+            try finish()
+            throw .invalid(.invalid("/body", "must be object", sent: sent))
+        }
+    }
+
     /// Reads the array that comes next, calling `element` at each element, which must read it.
     mutating func forEachElement(_ element: (inout Decoding) throws(DecodeStop) -> Void) throws(DecodeStop) {
         try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "[")) }

@@ -26,14 +26,7 @@ public enum MetricsPostDecoder {
 /// The metrics post: its top level, bucket, toggles, variants and counts.
 extension Decoding {
     mutating func top() throws(DecodeStop) -> MetricsPost {
-        scanner.skipWhitespace()
-        // body-parser reads an empty body with a JSON content type as {}.
-        if scanner.isAtEnd { throw .invalid(.required("/body/appName")) }
-        guard try kind() == .object else {
-            let sent = try skipAndShow()
-            try finish()
-            throw .invalid(.invalid("/body", "must be object", sent: sent))
-        }
+        try bodyObject()
         var appName: String?
         var sawAppName = false
         var instanceId: String?

@@ -20,13 +20,7 @@ public enum RegistrationDecoder {
 
 extension Decoding {
     mutating func registration() throws(DecodeStop) -> Registration {
-        scanner.skipWhitespace()
-        if scanner.isAtEnd { throw .invalid(.required("/body/appName")) }
-        guard try kind() == .object else {
-            let sent = try skipAndShow()
-            try finish()
-            throw .invalid(.invalid("/body", "must be object", sent: sent))
-        }
+        try bodyObject()
         var appName: String?, instanceId: String?, interval: Double?, started: Int64?, strategies: [String]?
         var sdk = SDKMetadata()
         var sawAppName = false
