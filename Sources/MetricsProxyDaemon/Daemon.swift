@@ -25,9 +25,9 @@ public final class Daemon {
     private var shuttingDown = false
     private var postsInWindow = 0
     private var keyCapLogged = false
-    /// `ingest.impactMetricsNotForwarded` when the open window opened, and whether this
-    /// window has said so yet.
-    private var impactNotForwardedAtOpen = 0
+    /// Impact metrics dropped (all reasons) when the open window opened, and whether this
+    /// window has logged a drop yet.
+    private var impactDroppedAtOpen = 0
     private var impactLogged = false
     private let telemetry: Telemetry
 
@@ -123,7 +123,7 @@ public final class Daemon {
                                             spoolOldestAgeSeconds: Double(forwarder.spool.oldestAge(now: now) ?? 0) / 1000,
                                             version: Version.string, connections: server.guardian.count,
                                             instancesRemembered: window.registry.count,
-                                            impactMetricsNotForwarded: ingest.impactMetricsNotForwarded)
+                                            impactSeries: window.impact.keyCount, impactDropped: ingest.impactDropped)
             req.reply(200, Array(telemetry.metrics.render(gauges).utf8), contentType: "text/plain; version=0.0.4; charset=utf-8")
         case .methodNotAllowed(let allow):
             req.reply(405, ErrorBody.message("Method \(req.method) is not allowed here; use \(allow)"), headers: [("Allow", allow)])
@@ -153,10 +153,12 @@ public final class Daemon {
         case .accepted:
             if kind == .metrics { postsInWindow += 1 }
             req.reply(202)
-            if ingest.impactMetricsNotForwarded > impactNotForwardedAtOpen, !impactLogged {
+            let dropped = ingest.impactDropped.values.reduce(0, +)
+            if dropped > impactDroppedAtOpen, !impactLogged {
                 impactLogged = true // once per window; the window-closed line has the count
-                log.warn("impact metrics accepted but not forwarded: metrics-proxy does not carry impactMetrics yet; they are counted on /metrics",
-                         [("metric", "metrics_proxy_impact_metrics_dropped_total")])
+                log.warn("impact metrics dropped from accepted posts (the rest of each post kept); counted by reason on /metrics",
+                         [("metric", "metrics_proxy_impact_metrics_dropped_total"),
+                          ("reasons", ingest.impactDropped.keys.map(\.rawValue).sorted().joined(separator: ","))])
             }
         case .refused(let status, let body):
             log.debug("post refused", [("status", "\(status)"), ("path", Router.normalize(req.uri))])
@@ -190,13 +192,14 @@ public final class Daemon {
         let started = monotonicMillis()
         let batches = builder.batches(from: window, sequence: windowSequence, closedAt: now)
         let serialized = monotonicMillis()
-        let (posts, keys, instances) = (postsInWindow, window.keyCount, window.instances.count)
+        let (posts, keys, instances, impactSeries) = (postsInWindow, window.keyCount, window.instances.count, window.impact.keyCount)
         let forgotten: Int
         (window, forgotten) = window.next(opened: now, config: config)
         postsInWindow = 0
         keyCapLogged = false
-        let impactNotForwarded = ingest.impactMetricsNotForwarded - impactNotForwardedAtOpen
-        impactNotForwardedAtOpen = ingest.impactMetricsNotForwarded
+        let impactDropped = ingest.impactDropped.values.reduce(0, +)
+        let droppedInWindow = impactDropped - impactDroppedAtOpen
+        impactDroppedAtOpen = impactDropped
         impactLogged = false
         forwarder.enqueue(batches)
         telemetry.metrics.windowsClosed += 1
@@ -204,7 +207,8 @@ public final class Daemon {
         log.info("window closed", [("window", "\(windowSequence)"), ("posts", "\(posts)"), ("keys", "\(keys)"),
                                    ("instances", "\(instances)"), ("instances_remembered", "\(window.registry.count)"),
                                    ("instances_forgotten", "\(forgotten)"),
-                                   ("impact_metrics_not_forwarded", "\(impactNotForwarded)"), ("batches", "\(batches.count)"),
+                                   ("impact_series", "\(impactSeries)"), ("impact_metrics_dropped", "\(droppedInWindow)"),
+                                   ("batches", "\(batches.count)"),
                                    ("spooled", "\(batches.filter { forwarder.spool.contains($0.id) }.count)"),
                                    ("serialize_ms", "\(serialized - started)"), ("close_ms", "\(monotonicMillis() - started)")])
     }

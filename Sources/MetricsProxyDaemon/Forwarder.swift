@@ -203,6 +203,15 @@ final class Forwarder {
             if lastProblem.removeValue(forKey: batch.token) != nil { log.info("upstream recovered", fields) }
             log.debug("batch delivered", fields + [("entries", "\(batch.entries)"), ("bytes", "\(batch.body.count)")])
         case .reject:
+            if let (flags, impact) = BatchSplitter.separateImpact(batch) {
+                // The flag counts must not pay for impact metrics the upstream refused: they
+                // are sent again alone, the impact metrics set aside.
+                log.warn("upstream refused a batch holding impact metrics; sending its flag counts alone", fields)
+                _ = outbox.add([spoolOrKeep(flags)])
+                if batch.spooled { removeFromSpool(batch.id) }
+                reject(spoolOrKeep(impact), fields + [("part", "impact metrics")])
+                break
+            }
             reject(batch, fields)
         case .split:
             let halves = BatchSplitter.split(batch)

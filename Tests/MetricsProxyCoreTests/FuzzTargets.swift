@@ -27,13 +27,32 @@ enum FuzzTargets {
                 precondition(a.groups == b.groups && a.keyCount == b.keyCount && a.instances == b.instances,
                              "the fast path and the full decoder disagree on what the body means")
                 precondition(answer == .accepted || a.isEmpty, "a post that was not accepted changed the window")
-                precondition(fast.impactMetricsNotForwarded == full.impactMetricsNotForwarded,
-                             "the fast path and the full decoder count impact metrics differently")
+                precondition(a.impact.series == b.impact.series && fast.impactDropped == full.impactDropped,
+                             "the fast path and the full decoder disagree on impact metrics")
+                if answer == .accepted { checkBodies(a) }
             }
         }
         for gzip in [true, false] {
             if let inflated = try? BodyInflater.inflate(bytes, gzip: gzip, limit: 4096) {
                 precondition(inflated.count <= 4096, "inflation went past its limit")
+            }
+        }
+    }
+
+    /// Whatever a window holds goes upstream as bodies that are JSON, in both modes, within
+    /// the size limit unless one entry alone is larger.
+    static func checkBodies(_ window: Window) {
+        for mode in [UpstreamMode.bulk, .metrics] {
+            for batch in BatchBuilder(mode: mode, maxBody: 2048, proxyInstance: "fuzz").batches(from: window, sequence: 1, closedAt: 1) {
+                batch.body.withUnsafeBufferPointer { p in
+                    var s = JSONScanner(p)
+                    precondition((try? s.skipValue()) != nil, "a body the proxy wrote is not JSON")
+                    s.skipWhitespace()
+                    precondition(s.isAtEnd, "a body the proxy wrote has trailing bytes")
+                }
+                for half in BatchSplitter.split(batch) where half.id != batch.id {
+                    precondition(half.body.count < batch.body.count, "a half is not smaller than the batch it came from")
+                }
             }
         }
     }

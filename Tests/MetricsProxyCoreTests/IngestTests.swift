@@ -118,22 +118,24 @@ final class IngestTests: XCTestCase {
         }
     }
 
-    /// Impact metrics are not forwarded yet: either path counts each one (the fast path hands
-    /// such a post to the full decoder), and the post's flag counts merge as ever.
-    func testImpactMetricsAreCountedOnEitherPathAndTheFlagCountsMerge() throws {
+    /// A post with impact metrics takes the full decoder on either path: its flag counts merge
+    /// as ever, its good impact metrics merge, a bad one is dropped alone and counted, and a
+    /// refused post counts nothing.
+    func testImpactMetricsMergeOnEitherPathAndABadOneCostsOnlyItself() throws {
         let impact = #", "impactMetrics": [{"name": "c", "help": "h", "type": "counter", "samples": [{"labels": {}, "value": 1}]}, {"bad": true}]"#
         for fastPath in [true, false] {
             var ingest = Ingest(Config(), fastPath: fastPath)
             var w = Window(opened: 0)
             XCTAssertEqual(ingest.accept(.metrics, headers: headers, body: metricsBody(impact), into: &w, now: 0), .accepted)
-            XCTAssertEqual(ingest.impactMetricsNotForwarded, 2)
+            XCTAssertEqual(ingest.impactDropped, [.invalid: 1])
             XCTAssertEqual(w.groups.first?.value.toggles[FeatureName("f")]?.no, 2)
+            XCTAssertEqual(w.impact.series.values.map(\.value), [1])
             let only = Array(#"{"appName": "shop", "bucket": null, "impactMetrics": [{"name": "g"}]}"#.utf8)
             XCTAssertEqual(ingest.accept(.metrics, headers: headers, body: only, into: &w, now: 0), .accepted)
-            XCTAssertEqual(ingest.impactMetricsNotForwarded, 3)
+            XCTAssertEqual(ingest.impactDropped, [.invalid: 2])
             // A refused post counts nothing.
             XCTAssertEqual(ingest.accept(.metrics, headers: headers, body: Array(#"{"impactMetrics": [1]}"#.utf8), into: &w, now: 0).status, 400)
-            XCTAssertEqual(ingest.impactMetricsNotForwarded, 3)
+            XCTAssertEqual(ingest.impactDropped, [.invalid: 2])
         }
     }
 }

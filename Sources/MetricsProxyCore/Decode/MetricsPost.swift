@@ -6,9 +6,8 @@ public struct MetricsPost: Sendable, Equatable {
     public var sdk: SDKMetadata
     /// nil for impact-metrics-only posts (`bucket` missing or null).
     public var bucket: Bucket?
-    /// Items of the post's `impactMetrics`. Not forwarded yet: counted, so that none is lost
-    /// without a trace.
-    public var impactMetrics = 0
+    /// The post's `impactMetrics`: those kept, and those dropped alone (with the reason).
+    public var impact = ImpactMetrics()
 
     public init(appName: String, instanceId: String, sdk: SDKMetadata = SDKMetadata(), bucket: Bucket?) {
         self.appName = appName

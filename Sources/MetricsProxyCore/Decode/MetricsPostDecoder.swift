@@ -32,7 +32,7 @@ extension Decoding {
         var instanceId: String?
         var sdk = SDKMetadata()
         var bucket: Bucket?
-        var impactMetrics = 0
+        var impact = ImpactMetrics()
         try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "{")) }
         var first = true
         while try run({ s throws(JSONSyntaxError) in try s.nextMember(first: first) }) {
@@ -43,7 +43,7 @@ extension Decoding {
             case .instanceId: instanceId = try string("/body/instanceId")
             case .sdk(let f): try sdkField(f, into: &sdk)
             case .bucket: bucket = try self.bucket()
-            case .impactMetrics: impactMetrics = try itemCount()
+            case .impactMetrics: impact = try impactMetrics()
             case nil: try run { s throws(JSONSyntaxError) in try s.skipValue() }
             }
         }
@@ -54,27 +54,8 @@ extension Decoding {
         guard let appName, !appName.isEmpty else { throw .invalid(.invalid("/body/appName", "must not be empty", sent: "\"\"")) }
         let instance = (instanceId?.isEmpty ?? true) ? "default" : instanceId!
         var post = MetricsPost(appName: appName, instanceId: instance, sdk: sdk, bucket: bucket)
-        post.impactMetrics = impactMetrics
+        post.impact = impact
         return post
-    }
-
-    /// How many items an array holds (0 for null; 1 for any other value), read past.
-    mutating func itemCount() throws(DecodeStop) -> Int {
-        switch try kind() {
-        case .array:
-            var n = 0
-            try forEachElement { d throws(DecodeStop) in
-                n += 1
-                try d.run { s throws(JSONSyntaxError) in try s.skipValue() }
-            }
-            return n
-        case .null:
-            try run { s throws(JSONSyntaxError) in try s.readNull() }
-            return 0
-        default:
-            try run { s throws(JSONSyntaxError) in try s.skipValue() }
-            return 1
-        }
     }
 
     /// `bucket`: an object, or absent; null, "", 0 and false mean absent.

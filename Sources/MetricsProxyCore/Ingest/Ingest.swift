@@ -60,9 +60,9 @@ public struct Ingest {
 
     public var fastPath: Bool { scratch != nil }
 
-    /// Impact metrics in accepted posts. The proxy does not forward them yet; each is counted
-    /// here (and on /metrics) rather than lost without a trace.
-    public private(set) var impactMetricsNotForwarded = 0
+    /// Impact metrics of accepted posts dropped alone, by reason (the rest of each post was
+    /// kept): counted here and on /metrics, never lost without a trace.
+    public private(set) var impactDropped: [ImpactDrop: Int] = [:]
 
     /// Takes a reloaded configuration, keeping the scratch space and the counts.
     public mutating func reconfigure(_ config: Config) {
@@ -86,10 +86,12 @@ public struct Ingest {
             window.merge(scratch!, body: body, token: token, interval: interval, now: now, header: header)
             return .accepted
         case .metrics(var post, let token):
+            intake.limits.trim(&post.impact)
             if window.wouldExceed(maxKeys, post: post, token: token) { return windowFull }
             post.sdk.fillFromHeaders(header)
-            window.merge(post, token: token, interval: interval, now: now)
-            impactMetricsNotForwarded += post.impactMetrics
+            let dropped = window.merge(post, token: token, interval: interval, now: now)
+            impactDropped.merge(post.impact.dropped, uniquingKeysWith: +)
+            impactDropped.merge(dropped, uniquingKeysWith: +)
             return .accepted
         case .register(var r, let token):
             if window.wouldAddInstance(beyond: maxKeys, token: token, appName: r.appName, instanceId: r.instanceId) {

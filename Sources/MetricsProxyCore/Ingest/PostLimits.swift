@@ -55,6 +55,17 @@ public struct PostLimits: Sendable, Equatable {
         return nil
     }
 
+    /// Drops the impact metrics whose name, or a label name or value, is longer than
+    /// `maxNameLength` (each alone: the rest of the post stands).
+    func trim(_ impact: inout ImpactMetrics) {
+        let before = impact.metrics.count
+        impact.metrics.removeAll { m in
+            m.name.utf8.count > maxNameLength
+                || m.samples.contains { $0.labels.contains { $0.key.utf8.count > maxNameLength || $0.value.utf8.count > maxNameLength } }
+        }
+        impact.drop(.tooLong, before - impact.metrics.count)
+    }
+
     func refusal(for r: Registration) -> Intake.Outcome? {
         if let f = tooLong("/body/appName", r.appName) ?? tooLong("/body/instanceId", r.instanceId) ?? sdkFieldTooLong(r.sdk) {
             return .invalid(f)

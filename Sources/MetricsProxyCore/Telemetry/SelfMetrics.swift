@@ -38,13 +38,16 @@ public struct SelfMetrics: Sendable {
         public var connections: Int
         /// SDK instances the registry remembers across windows.
         public var instancesRemembered: Int
-        /// Impact metrics accepted and not forwarded (`Ingest.impactMetricsNotForwarded`).
-        public var impactMetricsNotForwarded: Int
+        /// Impact series in the open window (histogram layouts kept apart count once each).
+        public var impactSeries: Int
+        /// Impact metrics of accepted posts dropped alone, by reason (`Ingest.impactDropped`).
+        public var impactDropped: [ImpactDrop: Int]
 
         public init(windowKeys: Int, spoolBatches: Int, spoolBytes: Int, spoolOldestAgeSeconds: Double, version: String,
-                    connections: Int = 0, instancesRemembered: Int = 0, impactMetricsNotForwarded: Int = 0) {
+                    connections: Int = 0, instancesRemembered: Int = 0, impactSeries: Int = 0, impactDropped: [ImpactDrop: Int] = [:]) {
             self.connections = connections
-            self.impactMetricsNotForwarded = impactMetricsNotForwarded
+            self.impactSeries = impactSeries
+            self.impactDropped = impactDropped
             self.instancesRemembered = instancesRemembered
             self.windowKeys = windowKeys
             self.spoolBatches = spoolBatches
@@ -70,8 +73,12 @@ public struct SelfMetrics: Sendable {
             sample("metrics_proxy_posts_total", [("code", String(code))], Double(count))
         }
         family("metrics_proxy_impact_metrics_dropped_total", "counter",
-               "Impact metrics in accepted posts that do not reach the upstream, by reason (not_forwarded: not carried yet).")
-        sample("metrics_proxy_impact_metrics_dropped_total", [("reason", "not_forwarded")], Double(g.impactMetricsNotForwarded))
+               "Impact metrics of accepted posts dropped alone (the rest of the post kept), by reason.")
+        for reason in ImpactDrop.allCases.sorted(by: { $0.rawValue < $1.rawValue }) {
+            sample("metrics_proxy_impact_metrics_dropped_total", [("reason", reason.rawValue)], Double(g.impactDropped[reason] ?? 0))
+        }
+        family("metrics_proxy_impact_series", "gauge", "Impact metric series in the open window.")
+        sample("metrics_proxy_impact_series", Double(g.impactSeries))
         family("metrics_proxy_post_bytes_total", "counter", "Bytes of metric post bodies received.")
         sample("metrics_proxy_post_bytes_total", Double(postBytes))
         family("metrics_proxy_connections", "gauge", "Client connections open.")

@@ -1,5 +1,7 @@
 /// Turns a closed window into upstream requests: one per token (bulk) or per (token, appName,
-/// hour) (metrics), each body kept under `maxBody` by splitting, applications first.
+/// hour) (metrics), each body kept under `maxBody` by splitting, applications first. Impact
+/// metrics ride in the same bodies (`ImpactWriter`), except where the bulk endpoint would refuse
+/// them: those go in single posts of their own, so that they can never cost a flag count.
 public struct BatchBuilder: Sendable {
     public var mode: UpstreamMode
     public var maxBody: Int
@@ -16,14 +18,15 @@ public struct BatchBuilder: Sendable {
     /// close time in epoch ms, so ids also sort across restarts).
     public func batches(from window: Window, sequence: UInt64, closedAt: Int64) -> [Batch] {
         var out: [Batch] = []
-        let tokens = Set(window.groups.keys.map(\.token)).union(window.instances.keys.map(\.token)).sorted()
+        let seen = Set(window.groups.keys.map(\.token)).union(window.instances.keys.map(\.token))
+        let tokens = seen.union(window.impact.series.keys.map(\.token)).sorted()
         for token in tokens {
             if mode == .bulk, let environment = Token.environment(of: token) {
-                out += bulk(window, token: token, environment: environment)
+                out += bulk(window, token: token, environment: environment, closedAt: closedAt)
             } else {
                 // A token that names no environment cannot use bulk: the server would file the
                 // entries under an environment it then drops.
-                out += singleApp(window, token: token)
+                out += singleApp(window, token: token, closedAt: closedAt)
             }
         }
         let prefix = String(sequence, radix: 10)
@@ -38,14 +41,14 @@ public struct BatchBuilder: Sendable {
 
     // MARK: bulk
 
-    func bulk(_ window: Window, token: String, environment: String) -> [Batch] {
+    func bulk(_ window: Window, token: String, environment: String, closedAt: Int64) -> [Batch] {
         let apps = window.instances.filter { $0.key.token == token }
             .sorted { ($0.key.appName, $0.key.instanceId) < ($1.key.appName, $1.key.instanceId) }
             .map { applicationJSON($0.key, $0.value, environment: environment) }
         // Every entry is written into one buffer; the packer takes them as slices of it.
-        var w = JSONWriter(capacity: 160 * window.keyCount)
+        var w = JSONWriter(capacity: 160 * window.flagKeys)
         var ends: [Int] = []
-        ends.reserveCapacity(window.keyCount)
+        ends.reserveCapacity(window.flagKeys)
         for (key, group) in sortedGroups(window, token: token) {
             // Each entry is {"featureName":…,"appName":…,"environment":…,"timestamp":…,
             // "yes":…,"no":…,"variants":{…}}; the part shared by the group's entries is
@@ -76,10 +79,27 @@ public struct BatchBuilder: Sendable {
         }
         let all = w.bytes
         let metrics = ends.indices.map { all[(($0 == 0) ? 0 : ends[$0 - 1])..<ends[$0]] }
-        let bodies = pack(first: apps.map { $0[...] }, then: metrics,
-                          open: Array(#"{"applications":["#.utf8), middle: Array(#"],"metrics":["#.utf8),
-                          close: Array("]}".utf8))
-        return bodies.map { Batch(id: "", token: token, path: "/client/metrics/bulk", body: $0.body, created: 0, entries: $0.secondCount) }
+        let impact = impactWriter(window).rounds(token: token, splitUnsafe: true)
+        func bodies(apps: [ArraySlice<UInt8>], metrics: [ArraySlice<UInt8>], impact: [ArraySlice<UInt8>]) -> [Batch] {
+            pack(open: [UInt8(ascii: "{")], [
+                Section(head: #""applications":["#, items: apps, required: true),
+                Section(head: #","metrics":["#, items: metrics, required: true),
+                Section(head: #","impactMetrics":["#, items: impact, required: false),
+            ], close: "}").map {
+                Batch(id: "", token: token, path: "/client/metrics/bulk", body: $0.body, created: 0, entries: $0.counts[1] + $0.counts[2])
+            }
+        }
+        var out = bodies(apps: apps.map { $0[...] }, metrics: metrics, impact: impact.safe.first ?? [])
+        // A series' second histogram layout, or its labels under a second appName, in bodies after.
+        for round in impact.safe.dropFirst() { out += bodies(apps: [], metrics: [], impact: round) }
+        // Metrics the bulk schema would refuse (a label value that reads as a number) go where
+        // the server takes them: single posts, under the first appName that sent them.
+        if let app = impact.unsafeApps.min() {
+            for round in impact.unsafe {
+                out += singlePosts(window, token: token, appName: app, start: window.opened, stop: closedAt, toggles: [], impact: round)
+            }
+        }
+        return out
     }
 
     func applicationJSON(_ key: Window.InstanceKey, _ i: Window.Instance, environment: String) -> [UInt8] {
@@ -109,42 +129,68 @@ public struct BatchBuilder: Sendable {
 
     // MARK: metrics (single app)
 
-    func singleApp(_ window: Window, token: String) -> [Batch] {
+    func singleApp(_ window: Window, token: String, closedAt: Int64) -> [Batch] {
         var out: [Batch] = []
-        for (key, group) in sortedGroups(window, token: token) {
-            let instance = window.instances
-                .filter { $0.key.token == token && $0.key.appName == key.appName }
-                .min { $0.key.instanceId < $1.key.instanceId }
-            var head = JSONWriter()
-            head.beginObject()
-            head.key("appName"); head.string(key.appName)
-            head.key("instanceId"); head.string(instance?.key.instanceId ?? "default")
-            // What the instance said about itself, as it would have posted it.
-            for field in SDKField.all {
-                if let v = instance?.value.sdk[field] { head.key(field.name); head.string(v) }
+        let groups = sortedGroups(window, token: token)
+        var apps = Set(groups.map(\.0.appName))
+        for (key, _) in window.impact.series where key.token == token { apps.insert(key.appName) }
+        let writer = impactWriter(window)
+        for app in apps.sorted() {
+            let impact = writer.rounds(token: token, appName: app, splitUnsafe: false).safe
+            let appGroups = groups.filter { $0.0.appName == app }
+            for (i, (key, group)) in appGroups.enumerated() {
+                let toggles = group.toggles.sorted(by: { $0.key < $1.key }).map { name, c -> ArraySlice<UInt8> in
+                    var w = JSONWriter(capacity: 96)
+                    w.beginObject()
+                    w.key(name.text)
+                    w.beginObject()
+                    w.key("yes"); w.int(c.yes)
+                    w.key("no"); w.int(c.no)
+                    w.key("variants"); variantsJSON(&w, c.variants)
+                    w.endObject()
+                    w.endObject()
+                    return w.bytes.dropFirst().dropLast() // `"name":{...}` without the braces
+                }
+                // Both ends inside the hour the counts belong to: the server files them by `stop`.
+                // The app's impact metrics ride with its latest hour.
+                out += singlePosts(window, token: token, appName: app, start: max(group.start, key.hour), stop: group.stop,
+                                   toggles: toggles, impact: i == appGroups.count - 1 ? impact.first ?? [] : [])
             }
-            head.key("bucket"); head.beginObject()
-            // Both ends inside the hour the counts belong to: the server files them by `stop`.
-            head.key("start"); head.string(Timestamp.iso8601(max(group.start, key.hour)))
-            head.key("stop"); head.string(Timestamp.iso8601(group.stop))
-            head.key("toggles")
-            let toggles = group.toggles.sorted(by: { $0.key < $1.key }).map { name, c -> ArraySlice<UInt8> in
-                var w = JSONWriter(capacity: 96)
-                w.beginObject()
-                w.key(name.text)
-                w.beginObject()
-                w.key("yes"); w.int(c.yes)
-                w.key("no"); w.int(c.no)
-                w.key("variants"); variantsJSON(&w, c.variants)
-                w.endObject()
-                w.endObject()
-                return w.bytes.dropFirst().dropLast() // `"name":{...}` without the braces
+            for (r, round) in impact.enumerated() where r > 0 || appGroups.isEmpty {
+                out += singlePosts(window, token: token, appName: app, start: window.opened, stop: closedAt, toggles: [], impact: round)
             }
-            let bodies = pack(first: [], then: toggles, open: head.bytes + Array("{".utf8), middle: [],
-                              close: Array("}}}".utf8))
-            out += bodies.map { Batch(id: "", token: token, path: "/client/metrics", body: $0.body, created: 0, entries: $0.secondCount) }
         }
         return out
+    }
+
+    /// `POST /client/metrics` bodies in the SDKs' own shape for one app, under `maxBody`.
+    func singlePosts(_ window: Window, token: String, appName: String, start: Int64, stop: Int64,
+                     toggles: [ArraySlice<UInt8>], impact: [ArraySlice<UInt8>]) -> [Batch] {
+        let instance = window.instances
+            .filter { $0.key.token == token && $0.key.appName == appName }
+            .min { $0.key.instanceId < $1.key.instanceId }
+        var head = JSONWriter()
+        head.beginObject()
+        head.key("appName"); head.string(appName)
+        head.key("instanceId"); head.string(instance?.key.instanceId ?? "default")
+        // What the instance said about itself, as it would have posted it.
+        for field in SDKField.all {
+            if let v = instance?.value.sdk[field] { head.key(field.name); head.string(v) }
+        }
+        head.key("bucket"); head.beginObject()
+        head.key("start"); head.string(Timestamp.iso8601(min(start, stop)))
+        head.key("stop"); head.string(Timestamp.iso8601(stop))
+        head.key("toggles")
+        let sections = [Section(head: "{", items: toggles, tail: "}}", required: true),
+                        Section(head: #","impactMetrics":["#, items: impact, required: false)]
+        return pack(open: head.bytes, sections, close: "}").map {
+            Batch(id: "", token: token, path: "/client/metrics", body: $0.body, created: 0, entries: $0.counts[0] + $0.counts[1])
+        }
+    }
+
+    func impactWriter(_ window: Window) -> ImpactWriter {
+        // Room for a body's own members around a metric.
+        ImpactWriter(table: window.impact, maxFragment: max(1024, maxBody - 512))
     }
 
     // MARK: shared
@@ -165,37 +211,55 @@ public struct BatchBuilder: Sendable {
         w.endObject()
     }
 
-    /// Greedy packing of JSON fragments into bodies `open first,… middle then,… close`, each at
-    /// most `maxBody` bytes unless one fragment alone is larger. Empty input gives one body
-    /// only when `first` is non-empty or nothing at all was asked.
-    func pack(first: [ArraySlice<UInt8>], then second: [ArraySlice<UInt8>], open: [UInt8], middle: [UInt8], close: [UInt8]) -> [(body: [UInt8], secondCount: Int)] {
-        if first.isEmpty && second.isEmpty { return [] }
-        let overhead = open.count + middle.count + close.count
-        var bodies: [(body: [UInt8], secondCount: Int)] = []
-        var firsts: [ArraySlice<UInt8>] = [], seconds: [ArraySlice<UInt8>] = []
+    /// Part of a body: `head`, the items joined by commas, `tail`. An optional section is
+    /// left out of a body that has none of its items.
+    struct Section {
+        var head: [UInt8]
+        var items: [ArraySlice<UInt8>]
+        var tail: [UInt8]
+        var required: Bool
+
+        init(head: String, items: [ArraySlice<UInt8>], tail: String = "]", required: Bool) {
+            self.head = Array(head.utf8)
+            self.items = items
+            self.tail = Array(tail.utf8)
+            self.required = required
+        }
+    }
+
+    /// Greedy packing of JSON fragments into bodies `open, sections…, close`, each at most
+    /// `maxBody` bytes unless one fragment alone is larger. `counts`: items per section in the
+    /// body. No items at all: no body.
+    func pack(open: [UInt8], _ sections: [Section], close: String) -> [(body: [UInt8], counts: [Int])] {
+        guard sections.contains(where: { !$0.items.isEmpty }) else { return [] }
+        let close = Array(close.utf8)
+        let overhead = open.count + close.count + sections.filter(\.required).reduce(0) { $0 + $1.head.count + $1.tail.count }
+        var bodies: [(body: [UInt8], counts: [Int])] = []
+        var taken = Array(repeating: [ArraySlice<UInt8>](), count: sections.count)
         var size = overhead
         func flush() {
-            guard !firsts.isEmpty || !seconds.isEmpty else { return }
+            guard taken.contains(where: { !$0.isEmpty }) else { return }
             var b = open
             b.reserveCapacity(size)
-            for (i, f) in firsts.enumerated() { if i > 0 { b.append(UInt8(ascii: ",")) }; b += f }
-            b += middle
-            for (i, s) in seconds.enumerated() { if i > 0 { b.append(UInt8(ascii: ",")) }; b += s }
+            for (i, section) in sections.enumerated() where section.required || !taken[i].isEmpty {
+                b += section.head
+                for (k, item) in taken[i].enumerated() { if k > 0 { b.append(UInt8(ascii: ",")) }; b += item }
+                b += section.tail
+            }
             b += close
-            bodies.append((b, seconds.count))
-            firsts = []; seconds = []; size = overhead
+            bodies.append((b, taken.map(\.count)))
+            taken = Array(repeating: [], count: sections.count)
+            size = overhead
         }
-        for f in first {
-            let add = f.count + (firsts.isEmpty ? 0 : 1)
-            if size + add > maxBody, !firsts.isEmpty { flush() }
-            size += f.count + (firsts.isEmpty ? 0 : 1)
-            firsts.append(f)
-        }
-        for s in second {
-            let add = s.count + (seconds.isEmpty ? 0 : 1)
-            if size + add > maxBody, !(firsts.isEmpty && seconds.isEmpty) { flush() }
-            size += s.count + (seconds.isEmpty ? 0 : 1)
-            seconds.append(s)
+        for (i, section) in sections.enumerated() {
+            for item in section.items {
+                func cost() -> Int {
+                    item.count + (taken[i].isEmpty ? (section.required ? 0 : section.head.count + section.tail.count) : 1)
+                }
+                if size + cost() > maxBody, taken.contains(where: { !$0.isEmpty }) { flush() }
+                size += cost()
+                taken[i].append(item)
+            }
         }
         flush()
         return bodies

@@ -61,8 +61,12 @@ public struct Window: Sendable {
     public private(set) var instances: [InstanceKey: Instance] = [:]
     /// What every instance said about itself, carried from window to window (`next(opened:config:)`).
     public private(set) var registry: InstanceRegistry
+    /// The impact metrics merged by series.
+    public private(set) var impact = ImpactTable()
     /// Distinct (token, appName, hour, featureName) keys.
-    public private(set) var keyCount = 0
+    public private(set) var flagKeys = 0
+    /// What `[limits] max_keys` bounds: flag keys and impact series.
+    public var keyCount: Int { flagKeys + impact.keyCount }
     /// When this window opened (epoch ms).
     public let opened: Int64
 
@@ -83,15 +87,15 @@ public struct Window: Sendable {
         return (Window(opened: opened, registry: registry), forgotten)
     }
 
-    public var isEmpty: Bool { groups.isEmpty && instances.isEmpty }
+    public var isEmpty: Bool { groups.isEmpty && instances.isEmpty && impact.isEmpty }
 
     /// Whether merging would take the window past `maxKeys` distinct keys. Names are looked
     /// up only when the post could reach the cap at all.
-    func wouldExceed(_ maxKeys: Int, token: String, appName: String, stop: Int64, names: [FeatureName]) -> Bool {
+    func wouldExceed(_ maxKeys: Int, token: String, appName: String, stop: Int64, names: [FeatureName], plus: Int = 0) -> Bool {
         let group = groups[GroupKey(token: token, appName: appName, hour: Timestamp.hourStart(stop))]
         var new = Set<FeatureName>()
         for n in names where group?.toggles[n] == nil { new.insert(n.owned) }
-        return keyCount + new.count > maxKeys
+        return keyCount + plus + new.count > maxKeys
     }
 
     /// Instances are bounded by the same cap: each one is kept until the window closes.
@@ -102,9 +106,12 @@ public struct Window: Sendable {
     /// For a post read by the full decoder.
     func wouldExceed(_ maxKeys: Int, post: MetricsPost, token: String) -> Bool {
         if wouldAddInstance(beyond: maxKeys, token: token, appName: post.appName, instanceId: post.instanceId) { return true }
-        guard let b = post.bucket, keyCount + b.toggles.count > maxKeys else { return false }
+        let samples = post.impact.metrics.reduce(0) { $0 + $1.samples.count }
+        let impactKeys = samples == 0 || keyCount + (post.bucket?.toggles.count ?? 0) + samples <= maxKeys ? 0
+            : impact.newKeys(post.impact.metrics, token: token, appName: post.appName)
+        guard let b = post.bucket, keyCount + impactKeys + b.toggles.count > maxKeys else { return keyCount + impactKeys > maxKeys }
         let names = b.toggles.filter { $0.yes != 0 || $0.no != 0 }.map { FeatureName($0.name) }
-        return wouldExceed(maxKeys, token: token, appName: post.appName, stop: b.stop, names: names)
+        return wouldExceed(maxKeys, token: token, appName: post.appName, stop: b.stop, names: names, plus: impactKeys)
     }
 
     /// For a post read by the fast path from `body`.
@@ -125,11 +132,14 @@ public struct Window: Sendable {
         return wouldExceed(maxKeys, token: token, appName: appName, stop: p.stop, names: names)
     }
 
-    /// Merges an accepted post. `interval` is the `unleash-interval` header, if any.
-    mutating func merge(_ post: MetricsPost, token: String, interval: Double?, now: Int64) {
+    /// Merges an accepted post. `interval` is the `unleash-interval` header, if any. Returns
+    /// the impact metrics dropped in the merge (type clashes, overflows).
+    @discardableResult
+    mutating func merge(_ post: MetricsPost, token: String, interval: Double?, now: Int64) -> [ImpactDrop: Int] {
         noteInstance(token: token, appName: post.appName, instanceId: post.instanceId, sdk: post.sdk,
                      interval: interval, started: nil, strategies: nil, now: now)
-        guard let bucket = post.bucket else { return }
+        let dropped = post.impact.metrics.isEmpty ? [:] : impact.merge(post.impact.metrics, token: token, appName: post.appName)
+        guard let bucket = post.bucket else { return dropped }
         let key = GroupKey(token: token, appName: post.appName, hour: Timestamp.hourStart(bucket.stop))
         var added = 0
         func apply(_ group: inout Group) {
@@ -144,7 +154,8 @@ public struct Window: Sendable {
         }
         // The default-value subscript mutates in place: the group's dictionaries are not copied.
         apply(&groups[key, default: Group(start: bucket.start, stop: bucket.stop)])
-        keyCount += added
+        flagKeys += added
+        return dropped
     }
 
     /// Records a registration (`/register`) or an instance seen on a metrics post, in the
@@ -232,7 +243,7 @@ extension Window {
             added = group.toggles.count - before
         }
         apply(&groups[key, default: Group(start: p.start, stop: p.stop)])
-        keyCount += added
+        flagKeys += added
     }
 }
 
