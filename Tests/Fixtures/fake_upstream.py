@@ -14,16 +14,31 @@ Every request outside /_control/ is recorded in arrival order:
     {"seq", "t", "method", "path", "query", "raw_path", "headers",
      "body", ["encoding"], "wire_bytes", "status", "answered"}
 
+Impact metrics are handled as the Unleash server (v8.1) handles them: each request's
+`impactMetrics` is validated with the server's Joi rules (one bad item: the whole array is
+dropped, still 202), a bulk request is answered 400 where the server's Ajv schema refuses
+it (a label value that is a number or a numeric string matches both branches of its
+`oneOf`; `applications`/`metrics` not arrays), and what passes is applied to an in-memory
+registry the way the server's prom-client registry applies it (counters add, gauges set,
+histograms add per `le`; a new label name or bucket layout recreates the metric, a name
+registered with another type aborts the rest of the array). Each record carries
+"impact": "none" | "stored" | "dropped: why" | "aborted: why" | "refused: why".
+
 Control API (never recorded):
     GET  /_control/health              -> 200 "ok"
     GET  /_control/requests[?path=P]   -> 200 JSON list (optionally exact-path filtered)
+    GET  /_control/impact              -> 200 JSON {"metrics": {name: {"type", "help",
+         "series": [{"labels": {...}, "value"} | {"labels", "count", "sum", "buckets": {le: n}}]}},
+         "resets": n, "dropped_arrays": n, "aborted": n, "refused": n}
     POST /_control/reset               -> clears records (seq restarts at 1) and script
     POST /_control/script/clear        -> clears the script only, keeping the records
     POST /_control/script              -> body {"answers": [entry, ...]} appended to FIFO
          entry: {"status": 503, "delay": 0.0, "headers": {...}, "body": "...",
-                 "repeat": 1, "path_prefix": "/api/client/metrics", "method": null}
+                 "repeat": 1, "path_prefix": "/api/client/metrics", "method": null,
+                 "body_contains": null}
          status 0 = close the connection abruptly (RST) without answering;
-         repeat -1 = forever (until reset).
+         repeat -1 = forever (until reset). body_contains: only requests whose
+         (decoded) body holds this text.
     POST /_control/features            -> replace the features body (raw JSON text)
 """
 
@@ -35,6 +50,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -72,6 +88,7 @@ class State:
         self.records: list[dict] = []
         self.seq = 0
         self.script: list[dict] = []
+        self.impact = ImpactRegistry()
         self.set_features(features_body)
 
     def set_features(self, body: bytes) -> None:
@@ -89,6 +106,7 @@ class State:
             self.records = []
             self.seq = 0
             self.script = []
+            self.impact = ImpactRegistry()
 
     def clear_script(self) -> None:
         with self.lock:
@@ -100,11 +118,13 @@ class State:
                 self.script = []
             self.script.extend(answers)
 
-    def take_script(self, method: str, path: str) -> dict | None:
+    def take_script(self, method: str, path: str, body: str = "") -> dict | None:
         """Consume one use of the first entry matching this request."""
         with self.lock:
             for i, entry in enumerate(self.script):
                 if not path.startswith(entry["path_prefix"]):
+                    continue
+                if entry.get("body_contains") is not None and entry["body_contains"] not in body:
                     continue
                 if entry["method"] is not None and entry["method"] != method:
                     continue
@@ -151,7 +171,11 @@ def normalize_entry(raw: dict) -> dict:
     if not isinstance(prefix, str):
         raise ValueError("path_prefix must be a string")
     method = raw.get("method")
+    contains = raw.get("body_contains")
+    if contains is not None and not isinstance(contains, str):
+        raise ValueError("body_contains must be a string")
     return {
+        "body_contains": contains,
         "status": status,
         "delay": delay,
         "headers": {str(k): str(v) for k, v in headers.items()},
@@ -160,6 +184,192 @@ def normalize_entry(raw: dict) -> dict:
         "path_prefix": prefix,
         "method": method.upper() if isinstance(method, str) else None,
     }
+
+
+MAX_SAFE = 2**53 - 1
+_DECIMAL = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+# JavaScript's white space and line terminators, which Number() trims.
+_JS_SPACE = "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+            "\u2028\u2029\u202f\u205f\u3000\ufeff"
+
+
+def joi_number(v) -> bool:
+    """Joi number() with conversion: a finite number (or decimal string) in the safe range."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, str):
+        if not _DECIMAL.match(v):
+            return False
+        v = float(v)
+    if not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        return False
+    return abs(v) <= MAX_SAFE
+
+
+def joi_string(v) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def joi_labels(v) -> bool:
+    if v is None:
+        return True  # absent
+    if not isinstance(v, dict):
+        return False
+    return all(joi_string(k) and (joi_string(x) or joi_number(x) and not isinstance(x, str)) for k, x in v.items())
+
+
+def joi_error(metrics) -> str | None:
+    """impactMetricsSchema (src/lib/features/metrics/shared/schema.ts): why Joi refuses the array."""
+    if not isinstance(metrics, list):
+        return "impactMetrics must be an array"
+    for i, m in enumerate(metrics):
+        if not isinstance(m, dict):
+            return f"[{i}] must be an object"
+        for k in ("name", "help", "type"):
+            if not joi_string(m.get(k)):
+                return f"[{i}].{k} must be a non-empty string"
+        samples = m.get("samples")
+        if not isinstance(samples, list):
+            return f"[{i}].samples is required"
+        for j, smp in enumerate(samples):
+            where = f"[{i}].samples[{j}]"
+            if not isinstance(smp, dict) or not joi_labels(smp.get("labels", None)) or \
+                    ("labels" in smp and smp["labels"] is None):
+                return f"{where}: bad labels"
+            if m["type"] == "histogram":
+                if not joi_number(smp.get("count")) or not joi_number(smp.get("sum")):
+                    return f"{where}: count and sum must be numbers"
+                buckets = smp.get("buckets")
+                if not isinstance(buckets, list):
+                    return f"{where}.buckets is required"
+                for b in buckets:
+                    if not isinstance(b, dict) or not joi_number(b.get("count")):
+                        return f"{where}: bad bucket"
+                    if b.get("le") != "+Inf" and not joi_number(b.get("le")):
+                        return f"{where}: bad bucket le"
+            elif not joi_number(smp.get("value")):
+                return f"{where}.value must be a number"
+    return None
+
+
+def js_numeric(s: str) -> bool:
+    """Whether JavaScript's Number(s) is a number (not NaN) for a non-empty string."""
+    t = s.strip(_JS_SPACE)
+    if t == "":
+        return True
+    if t in ("Infinity", "+Infinity", "-Infinity"):
+        return True
+    if len(t) > 2 and t[0] == "0" and t[1] in "xXoObB":
+        digits = {"x": "0123456789abcdefABCDEF", "o": "01234567", "b": "01"}[t[1].lower()]
+        return all(c in digits for c in t[2:])
+    return bool(_DECIMAL.match(t))
+
+
+def bulk_refusal(doc: dict) -> str | None:
+    """The server's Ajv (bulkMetricsSchema, coerceTypes) on a bulk body: why it answers 400."""
+    for k in ("applications", "metrics"):
+        if not isinstance(doc.get(k), list):
+            return f"{k} must be an array"
+    metrics = doc.get("impactMetrics")
+    if metrics is None:
+        return None
+    if not isinstance(metrics, list):
+        return "impactMetrics must be an array"
+    for i, m in enumerate(metrics):
+        if not isinstance(m, dict) or m.get("type") not in ("counter", "gauge", "histogram"):
+            return f"impactMetrics[{i}] matches no schema in oneOf"
+        for smp in m.get("samples") or []:
+            for key, v in ((smp or {}).get("labels") or {}).items():
+                if isinstance(v, bool):
+                    continue
+                if isinstance(v, (int, float)) or isinstance(v, str) and v != "" and js_numeric(v):
+                    return f"impactMetrics[{i}] label {key}={v!r} matches more than one schema in oneOf"
+    return None
+
+
+def sanitize(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+class ImpactRegistry:
+    """What the server's impact registry (prom-client, unprefixed names) holds."""
+
+    def __init__(self):
+        self.metrics: dict[str, dict] = {}
+        self.resets = 0
+        self.dropped_arrays = 0
+        self.aborted = 0
+        self.refused = 0
+
+    def apply(self, metrics) -> str:
+        why = joi_error(metrics)
+        if why:
+            self.dropped_arrays += 1
+            return "dropped: " + why
+        for m in metrics:
+            kind = m["type"]
+            if kind not in ("counter", "gauge", "histogram"):
+                continue
+            name = sanitize(m["name"])
+            if not re.match(r"^[a-zA-Z_]", name):
+                continue
+            samples = m["samples"]
+            if kind == "histogram" and not samples:
+                continue
+            names = {"origin", "type"}
+            for smp in samples:
+                names |= {sanitize(k) for k in (smp.get("labels") or {}) if re.match(r"^[a-zA-Z_]", sanitize(k))}
+            existing = self.metrics.get(name)
+            if existing is not None and existing["type"] != kind:
+                self.aborted += 1
+                return f"aborted: {name} is already registered as a {existing['type']}"
+            recreate = existing is not None and bool(names - existing["labelNames"])
+            if existing is not None and kind == "histogram" and not recreate:
+                first = [le_key(b["le"]) for b in samples[0]["buckets"]]
+                recreate = len(existing["bounds"]) != len(first) or any(b not in existing["bounds"] for b in first)
+            if existing is None or recreate:
+                if recreate:
+                    self.resets += 1
+                existing = {"type": kind, "help": m["help"], "labelNames": names, "series": {}, "bounds": set()}
+                self.metrics[name] = existing
+            for smp in samples:
+                labels = {"origin": (smp.get("labels") or {}).get("origin") or "sdk", "type": kind}
+                for k, v in (smp.get("labels") or {}).items():
+                    if re.match(r"^[a-zA-Z_]", sanitize(k)):
+                        labels[sanitize(k)] = str(v)
+                key = json.dumps(sorted(labels.items()))
+                if kind == "counter":
+                    existing["series"][key] = existing["series"].get(key, 0) + float(smp["value"])
+                elif kind == "gauge":
+                    existing["series"][key] = float(smp["value"])
+                else:
+                    h = existing["series"].setdefault(key, {"count": 0, "sum": 0, "buckets": {}})
+                    h["count"] += float(smp["count"])
+                    h["sum"] += float(smp["sum"])
+                    for b in smp["buckets"]:
+                        le = le_key(b["le"])
+                        h["buckets"][le] = h["buckets"].get(le, 0) + float(b["count"])
+                        existing["bounds"].add(le)
+        return "stored"
+
+    def snapshot(self) -> dict:
+        out = {}
+        for name, m in self.metrics.items():
+            series = []
+            for key, v in m["series"].items():
+                labels = dict(json.loads(key))
+                if m["type"] == "histogram":
+                    series.append({"labels": labels, "count": v["count"], "sum": v["sum"],
+                                   "buckets": {str(le): c for le, c in v["buckets"].items()}})
+                else:
+                    series.append({"labels": labels, "value": v})
+            out[name] = {"type": m["type"], "help": m["help"], "series": series}
+        return {"metrics": out, "resets": self.resets, "dropped_arrays": self.dropped_arrays,
+                "aborted": self.aborted, "refused": self.refused}
+
+
+def le_key(le):
+    return "+Inf" if le == "+Inf" else repr(float(le))
 
 
 class BadRequest(Exception):
@@ -320,7 +530,7 @@ class Handler(BaseHTTPRequestHandler):
             rec["encoding"] = enc
         rec["body"] = body.decode("utf-8", errors="replace")
 
-        entry = self.state.take_script(self.command, path)
+        entry = self.state.take_script(self.command, path, rec["body"])
         if entry is not None:
             rec["status"] = entry["status"]
             rec["scripted"] = True
@@ -336,6 +546,8 @@ class Handler(BaseHTTPRequestHandler):
             return
 
         status, resp_body, headers = self._default(path)
+        if status == 202 and path in ("/api/client/metrics", "/api/client/metrics/bulk"):
+            status, resp_body, headers, rec["impact"] = self._impact(path, rec["body"])
         rec["status"] = status
         self.state.record(rec)
         self._send(status, resp_body, headers)
@@ -354,6 +566,27 @@ class Handler(BaseHTTPRequestHandler):
             return 200, body, {"ETag": etag, "Content-Type": "application/json"}
         return 404, b'{"message": "not found"}', {"Content-Type": "application/json"}
 
+    def _impact(self, path: str, text: str) -> tuple[int, bytes, dict, str]:
+        """The server's handling of a metrics request's impactMetrics (see the module doc)."""
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return 202, b"", {}, "none"
+        if not isinstance(doc, dict):
+            return 202, b"", {}, "none"
+        if path.endswith("/bulk"):
+            why = bulk_refusal(doc)
+            if why:
+                with self.state.lock:
+                    self.state.impact.refused += 1
+                return 400, json.dumps({"name": "ValidationError", "message": why}).encode(), \
+                    {"Content-Type": "application/json"}, "refused: " + why
+        metrics = doc.get("impactMetrics")
+        if not metrics:
+            return 202, b"", {}, "none"
+        with self.state.lock:
+            return 202, b"", {}, self.state.impact.apply(metrics)
+
     def _control(self, path: str, query: str, body: bytes) -> None:
         st = self.state
         if path == "/_control/health" and self.command in ("GET", "HEAD"):
@@ -362,6 +595,10 @@ class Handler(BaseHTTPRequestHandler):
             q = parse_qs(query, keep_blank_values=True)
             p = q.get("path", [None])[0]
             self._send_json(200, st.snapshot(p))
+        elif path == "/_control/impact" and self.command == "GET":
+            with st.lock:
+                snapshot = st.impact.snapshot()
+            self._send_json(200, snapshot)
         elif path == "/_control/reset" and self.command == "POST":
             st.reset()
             self._send_json(200, {"ok": True})

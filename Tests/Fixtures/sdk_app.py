@@ -5,7 +5,7 @@ Usage:
     python3 sdk_app.py --url http://127.0.0.1:PORT/api --app-name APP \
         --instance-id ID --token TOKEN --evaluations N \
         --metrics-interval SECONDS --out RESULT.json \
-        [--refresh-interval S] [--duration S] [--init-timeout S]
+        [--refresh-interval S] [--duration S] [--init-timeout S] [--impact]
 
 What it does:
   1. Builds one UnleashClient (registration on, polling mode, its own temporary
@@ -21,6 +21,15 @@ What it does:
          is_enabled("flag-gradual", {"userId": str(i)})
          get_variant("flag-variants", {"userId": str(i)})
          is_enabled("flag-unknown")
+     With --impact, each round also records impact metrics through the SDK's
+     client.impact_metrics (yggdrasil counts them; the SDK posts them in
+     "impactMetrics" beside the flag counts):
+         increment_counter("checkouts", 1 + i % 3, flag context "flag-variants")
+         increment_counter("checkouts", 1)
+         update_gauge("inflight_<instance id>", i / 2)
+         observe_histogram("latency_ms", (7 * i) % 130 + 0.5)   buckets 10, 50, 100
+     The flag context resolves to a label "flag-variants": <variant> without
+     counting a flag evaluation (yggdrasil's check_variant).
   3. Calls client.destroy(). That flushes the last partial bucket in the calling
      thread, then shuts the scheduler down and waits for any running job, so
      every metric post has finished when destroy() returns.
@@ -45,7 +54,12 @@ Result JSON:
    "metric_posts_accepted": n,     # how many were answered 202
    "final_post_on_destroy": bool,  # whether destroy() posted a last bucket
    "register_posts": n, "feature_fetches": n,
-   "rounds": N, "elapsed": seconds}
+   "rounds": N, "elapsed": seconds,
+   "impact": {"counters": [{"name", "labels", "value"}], "gauges": [{"name", "labels", "value"}],
+              "histograms": [{"name", "labels", "count", "sum", "buckets": {"10.0": n, ..., "+Inf": n}}]}}
+  ("impact" only with --impact: what was recorded, summed per label set; a gauge's
+  last value.) The impact metrics on the wire are added up too, and checked against
+  what was recorded, as the flag counts are.
 
 The HTTP observation wraps requests.Session.request in this process. It calls
 the original with the same arguments, so nothing sent changes. It also adds up
@@ -88,6 +102,7 @@ class Observer:
         self.metric_statuses: list = []
         self.metric_threads: list = []
         self.wire_counts: dict = {}
+        self.wire_impact = ImpactLedger()
         self.register_posts = 0
         self.feature_fetches = 0
         self.destroying = False
@@ -136,6 +151,17 @@ class Observer:
             body = json.loads(data)
         except (TypeError, ValueError):
             return
+        if isinstance(body, dict) and isinstance(body.get("impactMetrics"), list):
+            with self.lock:
+                for m in body["impactMetrics"]:
+                    for smp in m.get("samples") or []:
+                        labels = smp.get("labels") or {}
+                        if m["type"] == "counter":
+                            self.wire_impact.count(m["name"], labels, smp["value"])
+                        elif m["type"] == "gauge":
+                            self.wire_impact.gauge(m["name"], labels, smp["value"])
+                        elif m["type"] == "histogram":
+                            self.wire_impact.histogram(m["name"], labels, smp)
         bucket = body.get("bucket") if isinstance(body, dict) else None
         toggles = (bucket or {}).get("toggles") or {}
         with self.lock:
@@ -145,6 +171,56 @@ class Observer:
                 slot["no"] += int(t.get("no", 0) or 0)
                 for vname, n in (t.get("variants") or {}).items():
                     slot["variants"][vname] = slot["variants"].get(vname, 0) + int(n)
+
+
+class ImpactLedger:
+    """Impact metrics summed per (name, label set): counters added, a gauge's last value,
+    histograms' count, sum and cumulative buckets added."""
+
+    HISTOGRAM_BOUNDS = [10.0, 50.0, 100.0]
+
+    def __init__(self) -> None:
+        self.counters: dict = {}
+        self.gauges: dict = {}
+        self.histograms: dict = {}
+
+    @staticmethod
+    def key(name: str, labels: dict) -> tuple:
+        return name, json.dumps(labels, sort_keys=True)
+
+    def count(self, name: str, labels: dict, value) -> None:
+        k = self.key(name, labels)
+        self.counters[k] = self.counters.get(k, 0) + value
+
+    def gauge(self, name: str, labels: dict, value) -> None:
+        self.gauges[self.key(name, labels)] = value
+
+    def observe(self, name: str, labels: dict, value: float) -> None:
+        h = self.histograms.setdefault(self.key(name, labels), {"count": 0, "sum": 0.0, "buckets": {}})
+        h["count"] += 1
+        h["sum"] += value
+        for le in self.HISTOGRAM_BOUNDS + ["+Inf"]:
+            if le == "+Inf" or value <= le:
+                k = "+Inf" if le == "+Inf" else repr(float(le))
+                h["buckets"][k] = h["buckets"].get(k, 0) + 1
+
+    def histogram(self, name: str, labels: dict, sample: dict) -> None:
+        h = self.histograms.setdefault(self.key(name, labels), {"count": 0, "sum": 0.0, "buckets": {}})
+        h["count"] += sample["count"]
+        h["sum"] += sample["sum"]
+        for b in sample["buckets"]:
+            k = "+Inf" if b["le"] == "+Inf" else repr(float(b["le"]))
+            h["buckets"][k] = h["buckets"].get(k, 0) + b["count"]
+
+    def as_json(self) -> dict:
+        def rows(d, fields):
+            return [dict(name=k[0], labels=json.loads(k[1]), **fields(v)) for k, v in sorted(d.items())]
+        # Zero samples (a defined metric with no activity) carry nothing to compare.
+        return {"counters": rows({k: v for k, v in self.counters.items() if v}, lambda v: {"value": v}),
+                "gauges": rows(self.gauges, lambda v: {"value": v}),
+                "histograms": rows({k: v for k, v in self.histograms.items() if v["count"]},
+                                   lambda v: {"count": v["count"], "sum": round(v["sum"], 6),
+                                              "buckets": {b: n for b, n in v["buckets"].items() if n}})}
 
 
 def _slot(counts: dict, name: str) -> dict:
@@ -203,6 +279,7 @@ def main(argv=None) -> int:
     ap.add_argument("--init-timeout", type=float, default=15.0,
                     help="seconds to wait for the features (default 15)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--impact", action="store_true", help="also record impact metrics each round")
     args = ap.parse_args(argv)
     if args.evaluations < 0:
         ap.error("--evaluations must be >= 0")
@@ -216,6 +293,7 @@ def main(argv=None) -> int:
     try:
         from UnleashClient import UnleashClient
         from UnleashClient.utils import InstanceAllowType
+        from UnleashClient.impact_metrics import MetricFlagContext
     except ImportError as e:
         print(f"sdk_app: UnleashClient is not installed ({e}); "
               "pip install UnleashClient==6.9.1", file=sys.stderr)
@@ -255,6 +333,13 @@ def main(argv=None) -> int:
             time.sleep(0.05)
 
         counts: dict = {}
+        recorded = ImpactLedger()
+        gauge = "inflight_" + args.instance_id.replace("-", "_")
+        if args.impact:
+            im = client.impact_metrics
+            im.define_counter("checkouts", "Completed checkouts")
+            im.define_gauge(gauge, "Requests in flight")
+            im.define_histogram("latency_ms", "Checkout latency", ImpactLedger.HISTOGRAM_BOUNDS)
         n = args.evaluations
         duration = args.duration if args.duration is not None else 2.5 * args.metrics_interval
         step = duration / n if n else 0.0
@@ -270,6 +355,19 @@ def main(argv=None) -> int:
             count_enabled(counts, FLAG_GRADUAL, client.is_enabled(FLAG_GRADUAL, user))
             count_variant(counts, FLAG_VARIANTS, client.get_variant(FLAG_VARIANTS, user))
             count_enabled(counts, FLAG_UNKNOWN, client.is_enabled(FLAG_UNKNOWN))
+            if args.impact:
+                ctx = MetricFlagContext(flag_names=[FLAG_VARIANTS], context=user)
+                # The labels the SDK attaches, resolved the way it resolves them.
+                flagged = im._resolve_labels(ctx)
+                plain = im._resolve_labels(None)
+                im.increment_counter("checkouts", 1 + i % 3, flag_context=ctx)
+                recorded.count("checkouts", flagged, 1 + i % 3)
+                im.increment_counter("checkouts", 1)
+                recorded.count("checkouts", plain, 1)
+                im.update_gauge(gauge, i / 2)
+                recorded.gauge(gauge, plain, i / 2)
+                im.observe_histogram("latency_ms", (7 * i) % 130 + 0.5)
+                recorded.observe("latency_ms", plain, (7 * i) % 130 + 0.5)
         elapsed = time.monotonic() - t0
 
         # destroy() flushes the last bucket in this thread, then waits for the
@@ -297,6 +395,16 @@ def main(argv=None) -> int:
                 "rounds": n,
                 "elapsed": round(elapsed, 3),
             }
+            if args.impact:
+                result["impact"] = recorded.as_json()
+                wire_impact = observer.wire_impact.as_json()
+        if args.impact and wire_impact != result["impact"]:
+            result["wire_impact"] = wire_impact
+            write_json(args.out, result)
+            print("sdk_app: the impact metrics the SDK sent do not add up to what it recorded:\n"
+                  f"  recorded: {json.dumps(result['impact'], sort_keys=True)}\n"
+                  f"  sent:     {json.dumps(wire_impact, sort_keys=True)}", file=sys.stderr)
+            return 3
         if wire != normalized(counts):
             result["wire_counts"] = wire
             write_json(args.out, result)

@@ -10,6 +10,9 @@ final class FakeUpstream {
         var status: Int
         /// Arrival time on the fake's clock (epoch seconds).
         var t: Double = 0
+        /// What the fake, acting as the Unleash server, did with the request's impact metrics:
+        /// "none", "stored", or "dropped: …" / "aborted: …" / "refused: …" with the reason.
+        var impact: String?
 
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
         var json: [String: Any] { ((try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]) ?? [:] }
@@ -73,7 +76,8 @@ final class FakeUpstream {
         return list.map { d in
             Recorded(method: d["method"] as? String ?? "", path: d["path"] as? String ?? "",
                      headers: (d["headers"] as? [[String]] ?? []).map { ($0[0], $0[1]) },
-                     body: d["body"] as? String ?? "", status: d["status"] as? Int ?? 0, t: d["t"] as? Double ?? 0)
+                     body: d["body"] as? String ?? "", status: d["status"] as? Int ?? 0, t: d["t"] as? Double ?? 0,
+                     impact: d["impact"] as? String)
         }.filter { path == nil || $0.path == path }
     }
 
@@ -85,6 +89,40 @@ final class FakeUpstream {
     }
 
     func reset() throws { _ = try control("POST", "/_control/reset") }
+
+    /// The impact metrics the fake holds as the server's registry would, by sanitized name:
+    /// type, help and series (labels with the server's `origin` and `type`; a value, or
+    /// count, sum and buckets by `le`), and how often it recreated a metric, dropped a
+    /// request's array, aborted one or refused a bulk request.
+    func impact() throws -> ImpactState {
+        let r = try control("GET", "/_control/impact")
+        let d = try XCTUnwrapJSON(r.body)
+        var state = ImpactState(resets: d["resets"] as? Int ?? -1, droppedArrays: d["dropped_arrays"] as? Int ?? -1,
+                                aborted: d["aborted"] as? Int ?? -1, refused: d["refused"] as? Int ?? -1)
+        for (name, m) in d["metrics"] as? [String: [String: Any]] ?? [:] {
+            for s in m["series"] as? [[String: Any]] ?? [] {
+                var labels = s["labels"] as? [String: String] ?? [:]
+                labels["origin"] = nil
+                labels["type"] = nil
+                let key = ImpactState.Key(name: name, labels: labels)
+                state.types[name] = m["type"] as? String
+                if let v = s["value"] as? Double {
+                    state.values[key] = v
+                } else {
+                    state.histograms[key] = ImpactState.Histogram(count: s["count"] as? Double ?? -1, sum: s["sum"] as? Double ?? -1,
+                                                                  buckets: s["buckets"] as? [String: Double] ?? [:])
+                }
+            }
+        }
+        return state
+    }
+
+    private func XCTUnwrapJSON(_ body: [UInt8]) throws -> [String: Any] {
+        guard let d = try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+            throw NSError(domain: "FakeUpstream", code: 1, userInfo: [NSLocalizedDescriptionKey: "not a JSON object"])
+        }
+        return d
+    }
 
     /// Forgets the scripted answers but keeps what was recorded.
     func clearScript() throws { _ = try control("POST", "/_control/script/clear") }
@@ -131,4 +169,30 @@ final class FakeUpstream {
         p.waitUntilExit()
         return HTTPClient.Response(status: 200, headers: [], body: Array(data))
     }
+}
+
+/// The fake upstream's impact registry, read back (`FakeUpstream.impact()`).
+struct ImpactState: Equatable {
+    struct Key: Hashable, CustomStringConvertible {
+        var name: String
+        /// Without the server's own `origin` and `type`; names sanitized as the server does.
+        var labels: [String: String]
+        var description: String { "\(name)\(labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })" }
+    }
+
+    struct Histogram: Equatable {
+        var count: Double
+        var sum: Double
+        /// By `le` as the fake writes it: "10.0", "+Inf".
+        var buckets: [String: Double]
+    }
+
+    var resets: Int
+    var droppedArrays: Int
+    var aborted: Int
+    var refused: Int
+    var types: [String: String] = [:]
+    /// Counters' sums and gauges' values.
+    var values: [Key: Double] = [:]
+    var histograms: [Key: Histogram] = [:]
 }
