@@ -32,7 +32,7 @@ struct Intake: Sendable {
         if fast != nil, isJSON, contentEncoding == nil, body.count <= maxBody,
            contentType == "application/json"
             || Self.parameter("charset", in: contentType!).map({ $0.lowercased().hasPrefix("utf-") }) ?? true,
-           FastPostScanner.scan(body, into: &fast!), limits.admits(fast!) {
+           FastPostScanner.scan(body, into: &fast!), limits.admits(fast!, body: body) {
             // A valid body: what is left to check is the token, as the server does.
             guard let token = upstreamToken ?? Token.fromAuthorization(authorization) else { return Self.tokenRequired }
             guard limits.allows(authorization: authorization) else { return Self.tokenNotAllowed }

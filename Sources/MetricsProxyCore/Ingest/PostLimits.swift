@@ -27,11 +27,20 @@ public struct PostLimits: Sendable, Equatable {
 
     /// The fast path's check: true when everything is within the limits. Otherwise the full
     /// decoder reads the post again and `refusal(for:)` words the answer.
-    func admits(_ p: FastPost) -> Bool {
-        guard p.toggles.count <= maxToggles, p.appName.count <= maxNameLength else { return false }
-        func fits(_ r: Range<Int>?) -> Bool { (r?.count ?? 0) <= maxNameLength }
-        guard fits(p.instanceId), p.sdk.allSatisfy(fits) else { return false }
-        return p.longestName <= maxNameLength
+    ///
+    /// A name is kept, and measured by the full decoder, after invalid UTF-8 in it is repaired
+    /// (each bad sequence becomes U+FFFD, three bytes): a name whose bytes could grow past the
+    /// limit that way, and are not all ASCII, is left to the full decoder (found by the
+    /// decoder fuzzer: 200 bytes of 0xFF passed here and failed there).
+    func admits(_ p: FastPost, body: UnsafeBufferPointer<UInt8>) -> Bool {
+        func fits(_ r: Range<Int>?) -> Bool {
+            guard let r else { return true }
+            return r.count <= maxNameLength && (r.count * 3 <= maxNameLength || body[r].allSatisfy { $0 < 0x80 })
+        }
+        guard p.toggles.count <= maxToggles, fits(p.appName), fits(p.instanceId), p.sdk.allSatisfy(fits) else { return false }
+        if p.longestName * 3 <= maxNameLength { return true }
+        guard p.longestName <= maxNameLength else { return false }
+        return p.toggles.allSatisfy { fits($0.name) } && p.variants.allSatisfy { fits($0.name) }
     }
 
     /// 413 for too many features, 400 naming the first name that is too long, nil when the
