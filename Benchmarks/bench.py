@@ -129,7 +129,10 @@ proxy, proxy_port, _, proxy_log = start_proxy()
 idle_rss = rss_kib(proxy.pid)
 rows = []
 # "50, shuffled": each post's toggles in an order of its own (see bodies.py).
-cases = (("20", "bodies-20"), ("50", "bodies-50"), ("50, shuffled", "bodies-50-shuffled"), ("200", "bodies-200"))
+# "50 + impact": the same posts with a counter, a gauge and a histogram in impactMetrics (read
+# by the full decoder, not the fast path).
+cases = (("20", "bodies-20"), ("50", "bodies-50"), ("50, shuffled", "bodies-50-shuffled"), ("50 + impact", "bodies-50-impact"),
+         ("200", "bodies-200"))
 for size, name in cases:
     bodies = os.path.join(a.bodies, f"{name}.tsv")
     b_runs, p_runs, t_runs = [], [], []

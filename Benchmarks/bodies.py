@@ -40,3 +40,34 @@ with open(os.path.join(out, "bodies-50-shuffled.tsv"), "w") as f:
         post["bucket"]["toggles"] = dict(toggles)
         f.write(token + "\t" + json.dumps(post) + "\n")
 print("bodies-50-shuffled.tsv: the same, each post's toggles in its own order")
+# The 50-toggle posts with the impact metrics the Python SDK sends beside them: a counter with
+# and without a flag-context label, a gauge, and a histogram on the default buckets (labels in
+# the SDK's unstable key order).
+bounds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+with open(os.path.join(out, "bodies-50-impact.tsv"), "w") as f:
+    for line in open(os.path.join(out, "bodies-50.tsv")):
+        token, body = line.rstrip("\n").split("\t", 1)
+        post = json.loads(body)
+        app = post["appName"]
+        env = token.split(":")[1].split(".")[0]
+        plain = {"appName": app, "environment": env}
+        flagged = [dict(plain, **{"checkout.v2": v}) for v in ("blue", "green")]
+        rng.shuffle(flagged)
+        cumulative, n = [], 0
+        for _ in bounds:
+            n += rng.randint(0, 20)
+            cumulative.append(n)
+        post["impactMetrics"] = [
+            {"name": "checkouts", "help": "Completed checkouts", "type": "counter",
+             "samples": [{"labels": plain, "value": rng.randint(1, 200)}] +
+                        [{"labels": l, "value": rng.randint(1, 200)} for l in flagged]},
+            {"name": "queue_depth", "help": "Jobs waiting", "type": "gauge",
+             "samples": [{"labels": {"environment": env, "appName": app}, "value": float(rng.randint(0, 500))}]},
+            {"name": "latency_seconds", "help": "Checkout latency", "type": "histogram",
+             "samples": [{"labels": plain, "count": n + 3, "sum": round(rng.uniform(1, 90), 3),
+                          "buckets": [{"le": b, "count": c} for b, c in zip(bounds, cumulative)] +
+                                     [{"le": "+Inf", "count": n + 3}]}]},
+        ]
+        f.write(token + "\t" + json.dumps(post) + "\n")
+sizes = [len(l.split("\t", 1)[1]) for l in open(os.path.join(out, "bodies-50-impact.tsv"))]
+print(f"bodies-50-impact.tsv: the 50-toggle bodies plus a counter, a gauge and a histogram, {sum(sizes) // len(sizes)} bytes on average")

@@ -119,34 +119,3 @@ final class ObservabilityTests: XCTestCase {
         XCTAssertEqual(try proxy.tcp().request("GET", "/healthz").status, 200, "still on the old port")
     }
 }
-
-/// Impact metrics are not carried upstream yet: a post with them is still answered 202 and its
-/// flag counts arrive, and every impact metric is counted on /metrics and logged, not lost
-/// without a trace.
-final class ImpactMetricsNotForwardedTests: XCTestCase {
-    func testEachImpactMetricIsCountedAndLoggedAndTheFlagCountsArrive() throws {
-        // The real Python SDK's post (UnleashClient 6.9.1): two toggles, a counter, a gauge, a histogram.
-        let capture = try String(contentsOf: Paths.fixtures.appendingPathComponent("captures/python-unleashclient-impact.jsonl"), encoding: .utf8)
-        let record = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(capture.utf8)) as? [String: Any])
-        let body = try XCTUnwrap(record["body"] as? [String: Any])
-        let json = String(decoding: try JSONSerialization.data(withJSONObject: body), as: UTF8.self)
-        XCTAssertEqual((body["impactMetrics"] as? [Any])?.count, 3)
-        let upstream = try FakeUpstream()
-        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "1h"))
-        let c = proxy.tcp()
-        XCTAssertEqual(try c.post("/api/client/metrics", json: json, token: tokenA).status, 202)
-        // Impact-only, as Python posts when no flag was evaluated.
-        let impactOnly = #"{"appName":"shop","instanceId":"inst-1","bucket":null,"impactMetrics":[{"name":"checkouts","help":"Completed checkouts","type":"counter","samples":[{"labels":{},"value":1}]}]}"#
-        XCTAssertEqual(try c.post("/api/client/metrics", json: impactOnly, token: tokenA).status, 202)
-        XCTAssertEqual(value(try scrape(proxy), "metrics_proxy_impact_metrics_dropped_total", ["reason": "not_forwarded"]), 4)
-        proxy.signal(SIGTERM)
-        XCTAssertEqual(proxy.waitForExit(), 0)
-        XCTAssertEqual(proxy.log.components(separatedBy: "impact metrics accepted but not forwarded").count - 1, 1, "logged once per window")
-        XCTAssertTrue(proxy.log.contains("impact_metrics_not_forwarded=4"), proxy.log)
-        var got: [String: [Int]] = [:]
-        for m in try upstream.requests(path: "/api/client/metrics/bulk").flatMap({ $0.json["metrics"] as! [[String: Any]] }) {
-            got[m["featureName"] as! String] = [m["yes"] as! Int, m["no"] as! Int]
-        }
-        XCTAssertEqual(got, ["search.fuzzy": [1, 0], "legacy.banner": [0, 176]], "the flag counts beside the impact metrics arrive")
-    }
-}

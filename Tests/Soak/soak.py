@@ -6,7 +6,9 @@ valid metrics while abusers send malformed JSON, truncated bodies, wrong content
 oversized and gzip-bomb bodies, slow-drip requests, and connections dropped mid-request;
 meanwhile the fake upstream flaps (up, 503, connection reset, slow, down). /healthz is
 polled throughout. Afterwards the upstream comes back, the proxy drains on SIGTERM, and the
-run checks: every good post's counts arrived exactly (nothing lost, nothing twice), every
+run checks: every good post's counts arrived exactly (nothing lost, nothing twice), and so
+did the impact counter a third of them carry (beside a bad impact metric that must cost only
+itself), every
 answer was the expected one, resident memory stayed flat, no file descriptor leaked, and
 /healthz always answered.
 
@@ -53,6 +55,7 @@ class Run:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.ledger = {}  # (token, app, feature) -> [yes, no, {variant: n}]
+        self.impact = {}  # (token, app, poster label) -> summed counter value
         self.counts = {}  # what happened, by kind
         self.failures = []
         self.upstream_records = []  # records kept from fake upstreams that were stopped
@@ -170,8 +173,16 @@ level = info
             now = time.time()
             stop = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + "Z"
             start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now - 10)) + "Z"
-            body = json.dumps({"appName": app, "instanceId": instance, "environment": "x",
-                               "bucket": {"start": start, "stop": stop, "toggles": toggles}})
+            post = {"appName": app, "instanceId": instance, "environment": "x",
+                    "bucket": {"start": start, "stop": stop, "toggles": toggles}}
+            events = rng.randint(1, 9) if rng.random() < 1 / 3 else 0
+            if events:
+                # An impact counter, and a metric without help beside it that is dropped alone.
+                post["impactMetrics"] = [
+                    {"name": "soak_events", "help": "events", "type": "counter",
+                     "samples": [{"labels": {"poster": f"p{n % 4}", "appName": app}, "value": events}]},
+                    {"name": "soak_broken", "type": "counter", "samples": [{"value": 1}]}]
+            body = json.dumps(post)
             try:
                 conn.request("POST", "/api/client/metrics", body,
                              {"Content-Type": "application/json", "Authorization": token})
@@ -188,6 +199,9 @@ level = info
                 self.fail(f"good post answered {status}")
                 continue
             with self.lock:
+                if events:
+                    k = (token, app, f"p{n % 4}")
+                    self.impact[k] = self.impact.get(k, 0) + events
                 for f, yes, no, variants in adds:
                     e = self.ledger.setdefault((token, app, f), [0, 0, {}])
                     e[0] += yes
@@ -356,12 +370,20 @@ level = info
         self.upstream.send_signal(signal.SIGTERM)
         self.upstream.wait(10)
 
-        got = {}
+        got, impact_got, impact_extra = {}, {}, []
         for rec in self.upstream_records:
             if not rec["status"] or not 200 <= rec["status"] < 300:
                 continue
             token = dict((k.lower(), v) for k, v in rec["headers"])["authorization"]
-            for m in json.loads(rec["body"])["metrics"]:
+            doc = json.loads(rec["body"])
+            for im in doc.get("impactMetrics", []):
+                if im["name"] != "soak_events":
+                    impact_extra.append(im["name"])
+                    continue
+                for smp in im["samples"]:
+                    k = (token, smp["labels"]["appName"], smp["labels"]["poster"])
+                    impact_got[k] = impact_got.get(k, 0) + smp["value"]
+            for m in doc["metrics"]:
                 e = got.setdefault((token, m["appName"], m["featureName"]), [0, 0, {}])
                 e[0] += m["yes"]
                 e[1] += m["no"]
@@ -381,6 +403,8 @@ level = info
         for k in sorted(self.counts):
             print(f"  {k}: {self.counts[k]}")
         print(f"  merge keys checked: {len(ledger)}; mismatched: {len(missing)}; unexpected: {len(extra)}")
+        print(f"  impact series checked: {len(self.impact)}; mismatched: "
+              f"{sum(1 for k in self.impact if impact_got.get(k) != self.impact[k])}; unexpected: {len(impact_extra)}")
         print(f"  upstream requests recorded: {len(self.upstream_records)}")
         print(f"  resident memory: {rss_start} KiB after warm-up, {rss_end} KiB at the end, {rss_max} KiB peak")
         print(f"  open descriptors: {fds_start} at start, {fds_end} after the clients left")
@@ -388,6 +412,8 @@ level = info
         print(f"  proxy exit status: {code}")
         ok = True
         checks = [("every good post's counts arrived exactly", not missing and not extra),
+                  ("every impact counter arrived exactly, no bad metric with it",
+                   impact_got == self.impact and not impact_extra and len(self.impact) > 0),
                   ("every answer as expected", not self.failures)]
         if self.a.sanitized:
             print("  (resident memory not checked: an instrumented binary's figure is the sanitizer's quarantine)")

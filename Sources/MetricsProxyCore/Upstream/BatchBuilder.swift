@@ -18,15 +18,16 @@ public struct BatchBuilder: Sendable {
     /// close time in epoch ms, so ids also sort across restarts).
     public func batches(from window: Window, sequence: UInt64, closedAt: Int64) -> [Batch] {
         var out: [Batch] = []
+        let impact = impactWriter(window).byToken()
         let seen = Set(window.groups.keys.map(\.token)).union(window.instances.keys.map(\.token))
-        let tokens = seen.union(window.impact.series.keys.map(\.token)).sorted()
-        for token in tokens {
+        for token in seen.union(impact.keys).sorted() {
+            let series = impact[token] ?? [:]
             if mode == .bulk, let environment = Token.environment(of: token) {
-                out += bulk(window, token: token, environment: environment, closedAt: closedAt)
+                out += bulk(window, token: token, environment: environment, impact: series.values.flatMap { $0 }, closedAt: closedAt)
             } else {
                 // A token that names no environment cannot use bulk: the server would file the
                 // entries under an environment it then drops.
-                out += singleApp(window, token: token, closedAt: closedAt)
+                out += singleApp(window, token: token, impact: series, closedAt: closedAt)
             }
         }
         let prefix = String(sequence, radix: 10)
@@ -41,7 +42,8 @@ public struct BatchBuilder: Sendable {
 
     // MARK: bulk
 
-    func bulk(_ window: Window, token: String, environment: String, closedAt: Int64) -> [Batch] {
+    func bulk(_ window: Window, token: String, environment: String, impact series: [(ImpactTable.SeriesKey, ImpactTable.Series)],
+              closedAt: Int64) -> [Batch] {
         let apps = window.instances.filter { $0.key.token == token }
             .sorted { ($0.key.appName, $0.key.instanceId) < ($1.key.appName, $1.key.instanceId) }
             .map { applicationJSON($0.key, $0.value, environment: environment) }
@@ -79,7 +81,7 @@ public struct BatchBuilder: Sendable {
         }
         let all = w.bytes
         let metrics = ends.indices.map { all[(($0 == 0) ? 0 : ends[$0 - 1])..<ends[$0]] }
-        let impact = impactWriter(window).rounds(token: token, splitUnsafe: true)
+        let impact = impactWriter(window).rounds(series, splitUnsafe: true)
         func bodies(apps: [ArraySlice<UInt8>], metrics: [ArraySlice<UInt8>], impact: [ArraySlice<UInt8>]) -> [Batch] {
             pack(open: [UInt8(ascii: "{")], [
                 Section(head: #""applications":["#, items: apps, required: true),
@@ -129,15 +131,14 @@ public struct BatchBuilder: Sendable {
 
     // MARK: metrics (single app)
 
-    func singleApp(_ window: Window, token: String, closedAt: Int64) -> [Batch] {
+    func singleApp(_ window: Window, token: String, impact series: [String: [(ImpactTable.SeriesKey, ImpactTable.Series)]],
+                   closedAt: Int64) -> [Batch] {
         var out: [Batch] = []
-        let groups = sortedGroups(window, token: token)
-        var apps = Set(groups.map(\.0.appName))
-        for (key, _) in window.impact.series where key.token == token { apps.insert(key.appName) }
+        let groups = Dictionary(grouping: sortedGroups(window, token: token), by: \.0.appName)
         let writer = impactWriter(window)
-        for app in apps.sorted() {
-            let impact = writer.rounds(token: token, appName: app, splitUnsafe: false).safe
-            let appGroups = groups.filter { $0.0.appName == app }
+        for app in Set(groups.keys).union(series.keys).sorted() {
+            let impact = writer.rounds(series[app] ?? [], splitUnsafe: false).safe
+            let appGroups = groups[app] ?? []
             for (i, (key, group)) in appGroups.enumerated() {
                 let toggles = group.toggles.sorted(by: { $0.key < $1.key }).map { name, c -> ArraySlice<UInt8> in
                     var w = JSONWriter(capacity: 96)

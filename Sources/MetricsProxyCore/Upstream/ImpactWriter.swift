@@ -10,9 +10,16 @@ struct ImpactWriter {
     let table: ImpactTable
     let maxFragment: Int
 
-    /// Metric fragments by round, for `token`'s series (only `appName`'s when given). With
-    /// `splitUnsafe`, metrics with a label value the bulk endpoint refuses come back apart.
-    func rounds(token: String, appName: String? = nil, splitUnsafe: Bool)
+    /// The series of each token, then of each of its apps: found in one pass over the table.
+    func byToken() -> [String: [String: [(ImpactTable.SeriesKey, ImpactTable.Series)]]] {
+        var out: [String: [String: [(ImpactTable.SeriesKey, ImpactTable.Series)]]] = [:]
+        for (key, s) in table.series { out[key.token, default: [:]][key.appName, default: []].append((key, s)) }
+        return out
+    }
+
+    /// Metric fragments by round for `series` (one token's, or one app's). With `splitUnsafe`,
+    /// metrics with a label value the bulk endpoint refuses come back apart.
+    func rounds(_ series: [(ImpactTable.SeriesKey, ImpactTable.Series)], splitUnsafe: Bool)
         -> (safe: [[ArraySlice<UInt8>]], unsafe: [[ArraySlice<UInt8>]], unsafeApps: [String]) {
         struct Occurrence {
             var key: ImpactTable.SeriesKey
@@ -20,7 +27,7 @@ struct ImpactWriter {
             var part: Int
         }
         var byName: [String: [Occurrence]] = [:]
-        for (key, s) in table.series where key.token == token && (appName == nil || key.appName == appName) {
+        for (key, s) in series {
             if s.parts.isEmpty {
                 byName[key.name, default: []].append(Occurrence(key: key, series: s, part: 0))
             } else {
