@@ -132,6 +132,12 @@ final class ImpactMetricsTests: XCTestCase {
         XCTAssertEqual(w.impact.definitions["c"]?.type, .counter)
         // Every series and the second layout count as keys.
         XCTAssertEqual(w.keyCount, 2 + 1 + 2)
+        // A gauge not set since the SDK's last send (no samples) claims nothing: the counter
+        // of that name that follows is no clash.
+        accept(&ingest, post(#"{"name":"e","help":"h","type":"gauge","samples":[]}"#), into: &w)
+        accept(&ingest, post(counter("e", "{}", "1")), into: &w)
+        XCTAssertEqual(ingest.impactDropped, [.typeClash: 1])
+        XCTAssertEqual(value(w, "e", [])?.value, 1)
     }
 
     func testImpactSeriesCountAgainstTheKeyCap() {
@@ -240,6 +246,19 @@ final class ImpactMetricsTests: XCTestCase {
         XCTAssertEqual((try json(f2)["impactMetrics"] as? [Any])?.count, 0)
         XCTAssertEqual(((try json(i2)["bucket"] as? [String: Any])?["toggles"] as? [String: Any])?.count, 0)
         XCTAssertEqual((try json(i2)["impactMetrics"] as? [Any])?.count, 40)
+    }
+
+    /// The flag counts beside impact metrics stay on the fast path, which reads the impact
+    /// metrics with the full decoder's reader for them (the decoder fuzzer checks both paths agree).
+    func testTheFastPathKeepsTheFlagCountsBesideImpactMetrics() throws {
+        var p = FastPost()
+        let body = post(counter("c", "{}", "1"), toggles: #"{"f":{"yes":1,"no":0}}"#)
+        XCTAssertTrue(body.withUnsafeBufferPointer { FastPostScanner.scan($0, into: &p) })
+        XCTAssertEqual(p.impact?.metrics.map(\.name), ["c"])
+        XCTAssertEqual(p.toggles.count, 1)
+        // Twice in one body: the full decoder decides.
+        let twice = Array((String(decoding: body.dropLast(), as: UTF8.self) + #","impactMetrics":[]}"#).utf8)
+        XCTAssertFalse(twice.withUnsafeBufferPointer { FastPostScanner.scan($0, into: &p) })
     }
 
     func testWhichLabelValuesTheBulkSchemaRefuses() {

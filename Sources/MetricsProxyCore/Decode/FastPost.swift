@@ -21,6 +21,9 @@ public struct FastPost {
     /// `SDKField.all`, held here so the reader does not reach for the global on every member.
     let sdkFields = SDKField.all
     var start: Int64 = 0, stop: Int64 = 0
+    /// The body's `impactMetrics`, read by `Decoding.impactMetrics` from where the scan
+    /// found them, so that the flag counts beside them stay on the fast path. Nil: none.
+    var impact: ImpactMetrics?
     /// The longest toggle or variant name, in bytes (for `PostLimits`).
     var longestName = 0
     /// Reused storage: appending checks no uniqueness and copies nothing.

@@ -103,28 +103,30 @@ extension ImpactMetric {
     /// The largest magnitude the server's Joi `number()` accepts.
     static let maxSafe: Double = 9_007_199_254_740_991
 
-    /// Checks one element of `impactMetrics` as the server's Joi schema would, and more where
-    /// the server would fail later (a counter going down throws in its registry).
-    static func validate(_ v: JSONValue) -> Result<ImpactMetric, ImpactDrop> {
-        guard case .object(let members) = v else { return .failure(.invalid) }
-        guard let name = nonEmptyString(member(members, "name")), let help = nonEmptyString(member(members, "help")),
-              let typeName = nonEmptyString(member(members, "type")) else { return .failure(.invalid) }
-        guard case .array(let rawSamples)? = member(members, "samples") else { return .failure(.invalid) }
+    /// A metric read from its JSON object (`Decoding.impactMetric`), checked as the server's
+    /// Joi schema would check it, and more where the server would fail later (a counter going
+    /// down throws in its registry).
+    static func check(_ m: Draft) -> Result<ImpactMetric, ImpactDrop> {
+        guard case .ok(let name) = m.name, case .ok(let help) = m.help, case .ok(let typeName) = m.type,
+              case .ok(let drafts) = m.samples else { return .failure(.invalid) }
         guard let type = ImpactType(rawValue: typeName) else {
-            // The server validates these as counters and stores nothing; the sample shape still
-            // decides whether its whole array would be refused, which no longer matters here.
+            // The server validates these as counters and stores nothing.
             return .failure(.unknownType)
         }
         var samples: [ImpactSample] = []
-        samples.reserveCapacity(rawSamples.count)
-        for raw in rawSamples {
-            guard case .object(let s) = raw, let labels = labels(member(s, "labels")) else { return .failure(.invalid) }
+        samples.reserveCapacity(drafts.count)
+        for d in drafts {
+            let labels: [ImpactLabel]
+            switch d.labels {
+            case .absent: labels = []
+            case .bad: return .failure(.invalid)
+            case .ok(let l): labels = l
+            }
             if type == .histogram {
-                guard let count = number(member(s, "count")), let sum = number(member(s, "sum")),
-                      let h = buckets(member(s, "buckets"), count: count, sum: sum) else { return .failure(.invalid) }
-                samples.append(ImpactSample(labels: labels, histogram: h))
+                guard case .ok(let count) = d.count, case .ok(let sum) = d.sum, case .ok(let b) = d.buckets else { return .failure(.invalid) }
+                samples.append(ImpactSample(labels: labels, histogram: HistogramCounts(count: count, sum: sum, bounds: b.bounds, counts: b.counts)))
             } else {
-                guard let value = number(member(s, "value")) else { return .failure(.invalid) }
+                guard case .ok(let value) = d.value else { return .failure(.invalid) }
                 // prom-client throws on a negative increment, which aborts the rest of the array.
                 if type == .counter, value < 0 { return .failure(.invalid) }
                 samples.append(ImpactSample(labels: labels, value: value))
@@ -133,30 +135,32 @@ extension ImpactMetric {
         return .success(ImpactMetric(name: name, help: help, type: type, samples: samples))
     }
 
-    /// The last member named `key`, as JavaScript's JSON.parse keeps it.
-    static func member(_ members: [(String, JSONValue)], _ key: String) -> JSONValue? {
-        members.last(where: { $0.0 == key })?.1
+    /// A member as read: absent, present but not what the schema allows, or its value. A
+    /// member sent twice counts as its last (JSON.parse keeps the last).
+    enum Field<T> {
+        case absent, bad, ok(T)
     }
 
-    /// Joi `string()`: a JSON string, not empty (numbers are not converted).
-    static func nonEmptyString(_ v: JSONValue?) -> String? {
-        guard case .string(let s)? = v, !s.isEmpty else { return nil }
-        return s
+    struct Draft {
+        var name: Field<String> = .absent
+        var help: Field<String> = .absent
+        var type: Field<String> = .absent
+        var samples: Field<[SampleDraft]> = .absent
     }
 
-    /// Joi `number()`: a number, or a string holding a decimal number; finite and within the
-    /// safe integers.
-    static func number(_ v: JSONValue?) -> Double? {
-        let d: Double
-        switch v {
-        case .number(let n)?: d = n
-        case .string(let s)?:
-            guard let parsed = decimal(s) else { return nil }
-            d = parsed
-        default: return nil
-        }
+    /// A sample read before the metric's type is known (members come in any order).
+    struct SampleDraft {
+        var labels: Field<[ImpactLabel]> = .absent
+        var value: Field<Double> = .absent
+        var count: Field<Double> = .absent
+        var sum: Field<Double> = .absent
+        var buckets: Field<(bounds: [Double], counts: [Double])> = .absent
+    }
+
+    /// Joi `number()`: a finite number within the safe integers (-0 is 0).
+    static func safe(_ d: Double) -> Double? {
         guard d.isFinite, abs(d) <= maxSafe else { return nil }
-        return d == 0 ? 0 : d // -0 is 0
+        return d == 0 ? 0 : d
     }
 
     /// A decimal number in text (optional sign, digits, fraction, exponent; surrounding spaces).
@@ -181,47 +185,6 @@ extension ImpactMetric {
         }
         guard i == u.endIndex else { return nil }
         return Double(t)
-    }
-
-    /// `labels`: absent or an object of non-empty strings or numbers, keys not empty. Sorted by
-    /// key; a key sent twice keeps its last value.
-    static func labels(_ v: JSONValue?) -> [ImpactLabel]? {
-        guard let v else { return [] }
-        guard case .object(let members) = v else { return nil }
-        var out: [ImpactLabel] = []
-        out.reserveCapacity(members.count)
-        for (key, value) in members {
-            guard !key.isEmpty else { return nil }
-            let text: String
-            switch value {
-            case .string(let s) where !s.isEmpty: text = s
-            case .number(let n) where n.isFinite && abs(n) <= maxSafe: text = javascriptText(n)
-            default: return nil
-            }
-            out.removeAll { $0.key == key }
-            out.append(ImpactLabel(key, text))
-        }
-        out.sort()
-        return out
-    }
-
-    /// `buckets`: an array of `{le, count}`, `le` a number or "+Inf", each bound once.
-    static func buckets(_ v: JSONValue?, count: Double, sum: Double) -> HistogramCounts? {
-        guard case .array(let items)? = v else { return nil }
-        var bounds: [Double] = [], counts: [Double] = []
-        for item in items {
-            guard case .object(let b) = item, let c = number(member(b, "count")) else { return nil }
-            let le: Double
-            switch member(b, "le") {
-            case .string("+Inf")?: le = .infinity
-            case let other: guard let n = number(other) else { return nil }; le = n
-            }
-            // A bound twice cannot be merged by bound; the server would add both into one.
-            if bounds.contains(le) { return nil }
-            bounds.append(le)
-            counts.append(c)
-        }
-        return HistogramCounts(count: count, sum: sum, bounds: bounds, counts: counts)
     }
 
     /// How JavaScript writes a number as text (`String(n)`), for a number sent as a label
@@ -253,22 +216,10 @@ extension ImpactMetric {
     }
 }
 
-/// A JSON value as a small tree: how an impact metric is read before it is checked, so that
-/// a bad one is dropped alone. Depth is bounded by the shape of a metric.
-indirect enum JSONValue: Sendable {
-    case object([(String, JSONValue)])
-    case array([JSONValue])
-    case string(String)
-    case number(Double)
-    case bool(Bool)
-    case null
-    /// Nested deeper than any part of an impact metric: read past, not kept.
-    case deep
-}
-
 extension Decoding {
     /// `impactMetrics`: each element read and checked alone; a bad one is counted and dropped,
     /// never failing the post (the server only logs a bad array). Only broken JSON stops here.
+    /// Read straight into metrics, without a tree: this runs for every post that has them.
     mutating func impactMetrics() throws(DecodeStop) -> ImpactMetrics {
         var result = ImpactMetrics()
         switch try kind() {
@@ -283,7 +234,12 @@ extension Decoding {
             return result
         }
         try forEachElement { d throws(DecodeStop) in
-            switch ImpactMetric.validate(try d.value(depth: 0)) {
+            guard try d.kind() == .object else {
+                try d.run { s throws(JSONSyntaxError) in try s.skipValue() }
+                result.drop(.invalid)
+                return
+            }
+            switch ImpactMetric.check(try d.impactMetric()) {
             case .success(let m): result.metrics.append(m)
             case .failure(let reason): result.drop(reason)
             }
@@ -291,32 +247,144 @@ extension Decoding {
         return result
     }
 
-    /// The next value as a tree, down to the depth an impact metric uses.
-    mutating func value(depth: Int) throws(DecodeStop) -> JSONValue {
-        switch try kind() {
-        case .string: return .string(try run { s throws(JSONSyntaxError) in try s.readString() })
-        case .number: return .number(try run { s throws(JSONSyntaxError) in try s.readNumber() }.doubleValue)
-        case .bool: return .bool(try run { s throws(JSONSyntaxError) in try s.readBool() })
-        case .null:
-            try run { s throws(JSONSyntaxError) in try s.readNull() }
-            return .null
-        case .object where depth >= 6, .array where depth >= 6:
-            try run { s throws(JSONSyntaxError) in try s.skipValue() }
-            return .deep
-        case .array:
-            var items: [JSONValue] = []
-            try forEachElement { d throws(DecodeStop) in items.append(try d.value(depth: depth + 1)) }
-            return .array(items)
-        case .object:
-            var members: [(String, JSONValue)] = []
-            try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "{")) }
-            var first = true
-            while try run({ s throws(JSONSyntaxError) in try s.nextMember(first: first) }) {
-                first = false
-                let key = try run { s throws(JSONSyntaxError) in let k = try s.readString(); try s.expect(UInt8(ascii: ":")); return k }
-                members.append((key, try value(depth: depth + 1)))
-            }
-            return .object(members)
+    /// Calls `member` with each key of the object that comes next; it must read the value.
+    private mutating func eachMember(_ member: (inout Decoding, Slice<UnsafeBufferPointer<UInt8>>, Bool) throws(DecodeStop) -> Void) throws(DecodeStop) {
+        try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "{")) }
+        var first = true
+        while try run({ s throws(JSONSyntaxError) in try s.nextMember(first: first) }) {
+            first = false
+            let key = try run { s throws(JSONSyntaxError) in try s.readKey() }
+            try member(&self, key.raw, key.escaped)
         }
+    }
+
+    private func isKey(_ raw: Slice<UnsafeBufferPointer<UInt8>>, _ escaped: Bool, _ name: StaticString) -> Bool {
+        keyIs((raw, escaped), name)
+    }
+
+    private mutating func skip() throws(DecodeStop) { try run { s throws(JSONSyntaxError) in try s.skipValue() } }
+
+    /// One metric object, its members in any order.
+    private mutating func impactMetric() throws(DecodeStop) -> ImpactMetric.Draft {
+        var m = ImpactMetric.Draft()
+        try eachMember { d, key, escaped throws(DecodeStop) in
+            if d.isKey(key, escaped, "name") { m.name = try d.impactString() }
+            else if d.isKey(key, escaped, "help") { m.help = try d.impactString() }
+            else if d.isKey(key, escaped, "type") { m.type = try d.impactString() }
+            else if d.isKey(key, escaped, "samples") { m.samples = try d.impactSamples() }
+            else { try d.skip() }
+        }
+        return m
+    }
+
+    /// Joi `string()`: a JSON string, not empty (numbers are not converted).
+    private mutating func impactString() throws(DecodeStop) -> ImpactMetric.Field<String> {
+        guard try kind() == .string else { try skip(); return .bad }
+        let s = try run { s throws(JSONSyntaxError) in try s.readString() }
+        return s.isEmpty ? .bad : .ok(s)
+    }
+
+    /// Joi `number()`: a number, or a string holding a decimal number; finite, within the safe
+    /// integers.
+    private mutating func impactNumber() throws(DecodeStop) -> ImpactMetric.Field<Double> {
+        switch try kind() {
+        case .number:
+            let d = try run { s throws(JSONSyntaxError) in try s.readNumber() }.doubleValue
+            return ImpactMetric.safe(d).map { .ok($0) } ?? .bad
+        case .string:
+            let text = try run { s throws(JSONSyntaxError) in try s.readString() }
+            return ImpactMetric.decimal(text).flatMap(ImpactMetric.safe).map { .ok($0) } ?? .bad
+        default:
+            try skip()
+            return .bad
+        }
+    }
+
+    private mutating func impactSamples() throws(DecodeStop) -> ImpactMetric.Field<[ImpactMetric.SampleDraft]> {
+        guard try kind() == .array else { try skip(); return .bad }
+        var samples: [ImpactMetric.SampleDraft] = []
+        var bad = false
+        try forEachElement { d throws(DecodeStop) in
+            guard try d.kind() == .object else { try d.skip(); bad = true; return }
+            var s = ImpactMetric.SampleDraft()
+            try d.eachMember { d, key, escaped throws(DecodeStop) in
+                if d.isKey(key, escaped, "labels") { s.labels = try d.impactLabels() }
+                else if d.isKey(key, escaped, "value") { s.value = try d.impactNumber() }
+                else if d.isKey(key, escaped, "count") { s.count = try d.impactNumber() }
+                else if d.isKey(key, escaped, "sum") { s.sum = try d.impactNumber() }
+                else if d.isKey(key, escaped, "buckets") { s.buckets = try d.impactBuckets() }
+                else { try d.skip() }
+            }
+            samples.append(s)
+        }
+        return bad ? .bad : .ok(samples)
+    }
+
+    /// `labels`: an object of non-empty strings or numbers (kept as their JavaScript text),
+    /// keys not empty. Sorted by key; a key sent twice keeps its last value.
+    private mutating func impactLabels() throws(DecodeStop) -> ImpactMetric.Field<[ImpactLabel]> {
+        guard try kind() == .object else { try skip(); return .bad }
+        var out: [ImpactLabel] = []
+        var bad = false
+        try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "{")) }
+        var first = true
+        while try run({ s throws(JSONSyntaxError) in try s.nextMember(first: first) }) {
+            first = false
+            let key = try run { s throws(JSONSyntaxError) in let k = try s.readString(); try s.expect(UInt8(ascii: ":")); return k }
+            let text: String?
+            switch try kind() {
+            case .string:
+                let s = try run { s throws(JSONSyntaxError) in try s.readString() }
+                text = s.isEmpty ? nil : s
+            case .number:
+                let d = try run { s throws(JSONSyntaxError) in try s.readNumber() }.doubleValue
+                text = ImpactMetric.safe(d).map(ImpactMetric.javascriptText)
+            default:
+                try skip()
+                text = nil
+            }
+            guard !key.isEmpty, let text else { bad = true; continue }
+            if let i = out.firstIndex(where: { $0.key == key }) { out.remove(at: i) }
+            out.append(ImpactLabel(key, text))
+        }
+        if bad { return .bad }
+        out.sort()
+        return .ok(out)
+    }
+
+    /// `buckets`: an array of `{le, count}`, `le` a number or "+Inf", each bound once (a bound
+    /// twice could not be merged by bound; the server would add both into one).
+    private mutating func impactBuckets() throws(DecodeStop) -> ImpactMetric.Field<(bounds: [Double], counts: [Double])> {
+        guard try kind() == .array else { try skip(); return .bad }
+        var bounds: [Double] = [], counts: [Double] = []
+        var bad = false
+        var seen: Set<Double>? // past a few bounds, so that a hostile sample costs no n² search
+        func isNew(_ b: Double) -> Bool {
+            if bounds.count < 32 { return !bounds.contains(b) }
+            if seen == nil { seen = Set(bounds) }
+            return seen!.insert(b).inserted
+        }
+        try forEachElement { d throws(DecodeStop) in
+            guard try d.kind() == .object else { try d.skip(); bad = true; return }
+            var le: ImpactMetric.Field<Double> = .absent, count: ImpactMetric.Field<Double> = .absent
+            try d.eachMember { d, key, escaped throws(DecodeStop) in
+                if d.isKey(key, escaped, "le") {
+                    if try d.kind() == .string {
+                        let text = try d.run { s throws(JSONSyntaxError) in try s.readString() }
+                        le = text == "+Inf" ? .ok(.infinity) : ImpactMetric.decimal(text).flatMap(ImpactMetric.safe).map { .ok($0) } ?? .bad
+                    } else {
+                        le = try d.impactNumber()
+                    }
+                } else if d.isKey(key, escaped, "count") {
+                    count = try d.impactNumber()
+                } else {
+                    try d.skip()
+                }
+            }
+            guard case .ok(let bound) = le, case .ok(let c) = count, isNew(bound) else { bad = true; return }
+            bounds.append(bound)
+            counts.append(c)
+        }
+        return bad ? .bad : .ok((bounds, counts))
     }
 }

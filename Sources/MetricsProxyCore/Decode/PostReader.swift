@@ -172,8 +172,16 @@ struct PostReader {
                 guard !sawBucket else { return false }
                 sawBucket = true
                 return r.bucket(into: &p, scanner: scanner)
-            // Impact metrics are counted by the full decoder (not forwarded yet).
-            case 13 where r.keyIs(key, "impactMetrics"): return false
+            // Impact metrics: read by the full decoder's reader for them (each metric alone),
+            // from here. Twice in one body, the full decoder decides (the last one counts, as
+            // in JSON.parse).
+            case 13 where r.keyIs(key, "impactMetrics"):
+                guard p.impact == nil else { return false }
+                var d = Decoding(scanner: scanner)
+                d.scanner.position = r.i
+                guard let impact = try? d.impactMetrics() else { return false }
+                r.i = d.scanner.position
+                p.impact = impact
             case 7 where r.keyIs(key, "appName"):
                 guard let v = r.plainString() else { return false }
                 p.appName = v

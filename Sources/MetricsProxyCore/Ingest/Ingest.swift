@@ -81,9 +81,16 @@ public struct Ingest {
             : intake.evaluate(kind, headers, body: body, fast: &noFastPath)
         switch outcome {
         case .fastMetrics(let token):
-            if window.wouldExceed(maxKeys, fast: scratch!, body: body, token: token) { return windowFull }
+            var impact = scratch!.impact ?? ImpactMetrics()
+            if !impact.metrics.isEmpty { intake.limits.trim(&impact) }
+            if window.wouldExceed(maxKeys, fast: scratch!, body: body, token: token, impact: impact.metrics) { return windowFull }
             // Merged now, while the body the post was read from is still valid.
-            window.merge(scratch!, body: body, token: token, interval: interval, now: now, header: header)
+            let dropped = window.merge(scratch!, body: body, token: token, interval: interval, now: now, header: header,
+                                       impact: impact.metrics)
+            if !impact.isEmpty {
+                impactDropped.merge(impact.dropped, uniquingKeysWith: +)
+                impactDropped.merge(dropped, uniquingKeysWith: +)
+            }
             return .accepted
         case .metrics(var post, let token):
             intake.limits.trim(&post.impact)

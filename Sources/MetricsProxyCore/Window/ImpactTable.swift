@@ -9,6 +9,14 @@ public struct ImpactTable: Sendable {
         public var appName: String
         public var name: String
         public var labels: [ImpactLabel]
+
+        /// One word from `NameHash` for the hasher, as `Window.GroupKey` does: SipHash over
+        /// every string of the key was most of the cost of merging a sample.
+        public func hash(into hasher: inout Hasher) {
+            var h = NameHash.fold(NameHash.fold(NameHash.of(token), NameHash.of(appName)), NameHash.of(name))
+            for l in labels { h = NameHash.fold(NameHash.fold(h, NameHash.of(l.key)), NameHash.of(l.value)) }
+            hasher.combine(h)
+        }
     }
 
     public struct Series: Sendable, Equatable {
@@ -47,7 +55,7 @@ public struct ImpactTable: Sendable {
         var seen = Set<SeriesKey>()
         var layouts: [SeriesKey: [[Double]]] = [:]
         var n = 0
-        for m in metrics where accepts(m, pending: pending) {
+        for m in metrics where !m.samples.isEmpty && accepts(m, pending: pending) {
             pending[m.name] = m.type
             for s in m.samples {
                 let key = SeriesKey(token: token, appName: appName, name: m.name, labels: s.labels)
@@ -68,7 +76,9 @@ public struct ImpactTable: Sendable {
     /// Merges a post's impact metrics; returns those dropped here (type clashes, overflows).
     mutating func merge(_ metrics: [ImpactMetric], token: String, appName: String) -> [ImpactDrop: Int] {
         var dropped: [ImpactDrop: Int] = [:]
-        for m in metrics {
+        // A metric without samples (a gauge not set since the SDK's last send) carries nothing,
+        // and does not claim its name's type for the window.
+        for m in metrics where !m.samples.isEmpty {
             if let d = definitions[m.name], d.type != m.type {
                 dropped[.typeClash, default: 0] += 1
                 continue

@@ -114,22 +114,27 @@ public struct Window: Sendable {
         return wouldExceed(maxKeys, token: token, appName: post.appName, stop: b.stop, names: names, plus: impactKeys)
     }
 
-    /// For a post read by the fast path from `body`.
-    func wouldExceed(_ maxKeys: Int, fast p: FastPost, body: UnsafeBufferPointer<UInt8>, token: String) -> Bool {
+    /// For a post read by the fast path from `body`, with its impact metrics read apart.
+    func wouldExceed(_ maxKeys: Int, fast p: FastPost, body: UnsafeBufferPointer<UInt8>, token: String,
+                     impact: [ImpactMetric] = []) -> Bool {
         func text(_ r: Range<Int>) -> String { String(decoding: UnsafeBufferPointer(rebasing: body[r]), as: UTF8.self) }
         if instances.count >= maxKeys,
            wouldAddInstance(beyond: maxKeys, token: token, appName: text(p.appName),
                             instanceId: (p.instanceId?.isEmpty ?? true) ? "default" : text(p.instanceId!)) {
             return true
         }
-        guard keyCount + p.toggles.count > maxKeys else { return false }
+        let samples = impact.reduce(0) { $0 + $1.samples.count }
+        let impactKeys = samples == 0 || keyCount + p.toggles.count + samples <= maxKeys ? 0
+            : self.impact.newKeys(impact, token: token, appName: text(p.appName))
+        guard keyCount + impactKeys + p.toggles.count > maxKeys else { return false }
+        guard p.toggles.count > 0 else { return true }
         let names = p.toggles.filter { $0.yes != 0 || $0.no != 0 }
             .map { t in
                 let bytes = UnsafeBufferPointer(rebasing: body[t.name])
                 return FeatureName(borrowing: bytes, hash: NameHash.of(bytes))
             }
         let appName = String(decoding: UnsafeBufferPointer(rebasing: body[p.appName]), as: UTF8.self)
-        return wouldExceed(maxKeys, token: token, appName: appName, stop: p.stop, names: names)
+        return wouldExceed(maxKeys, token: token, appName: appName, stop: p.stop, names: names, plus: impactKeys)
     }
 
     /// Merges an accepted post. `interval` is the `unleash-interval` header, if any. Returns
@@ -201,8 +206,9 @@ extension Window.Counts {
 extension Window {
     /// Merges a post read by `FastPostScanner`; `body` is the bytes it was read from.
     /// `header` looks up a request header, asked only for an instance whose registration changes.
+    @discardableResult
     mutating func merge(_ p: FastPost, body: UnsafeBufferPointer<UInt8>, token: String, interval: Double?, now: Int64,
-                        header: (String) -> String?) {
+                        header: (String) -> String?, impact metrics: [ImpactMetric] = []) -> [ImpactDrop: Int] {
         func text(_ r: Range<Int>?) -> String? { r.map { String(decoding: UnsafeBufferPointer(rebasing: body[$0]), as: UTF8.self) } }
         func same(_ s: String?, _ r: Range<Int>?) -> Bool {
             guard let s, let r else { return s == nil && r == nil }
@@ -244,6 +250,7 @@ extension Window {
         }
         apply(&groups[key, default: Group(start: p.start, stop: p.stop)])
         flagKeys += added
+        return metrics.isEmpty ? [:] : impact.merge(metrics, token: token, appName: appName)
     }
 }
 
