@@ -45,8 +45,8 @@ public final class Daemon {
         let spool = Spool(dir: config.spool.dir, fs: PosixFileSystem(), maxSize: config.spool.maxSize,
                           maxAgeMillis: config.spool.maxAge.milliseconds)
         forwarder = Forwarder(loop: loop, client: client, spool: spool, config: config, log: log, telemetry: telemetry)
-        reverseProxy = ReverseProxy(client: client, log: log)
-        router = Router(prefix: config.listen.pathPrefix)
+        reverseProxy = ReverseProxy(client: client, log: log, maxInFlight: config.listen.forwardMaxInFlight)
+        router = Router(prefix: config.listen.pathPrefix, forward: config.listen.forward)
         ingest = Ingest(config)
         builder = BatchBuilder(mode: config.upstream.mode, maxBody: config.upstream.maxBody, proxyInstance: Self.hostName)
         window = Window(opened: nowMillis(), registry: InstanceRegistry(config))
@@ -129,6 +129,9 @@ public final class Daemon {
             req.reply(405, ErrorBody.message("Method \(req.method) is not allowed here; use \(allow)"), headers: [("Allow", allow)])
         case .forward:
             reverseProxy.forward(req, upstreamPath: router.upstreamPath(uri: req.uri))
+        case .notForwarded:
+            req.reply(404, ErrorBody.message(
+                "Not forwarded: \(Router.normalize(req.uri)) is outside [listen] forward (\(router.forward.joined(separator: ", ")))"))
         case .notFound:
             req.reply(404, ErrorBody.message("Not found: \(Router.normalize(req.uri))"))
         }
@@ -242,12 +245,13 @@ public final class Daemon {
         config = applied
         log.level = applied.log.level
         log.format = applied.log.format
-        router = Router(prefix: applied.listen.pathPrefix)
+        router = Router(prefix: applied.listen.pathPrefix, forward: applied.listen.forward)
         ingest.reconfigure(applied)
         builder = BatchBuilder(mode: applied.upstream.mode, maxBody: applied.upstream.maxBody, proxyInstance: Self.hostName)
         server.update(applied)
         forwarder.update(applied, client: client)
         reverseProxy.client = client
+        reverseProxy.maxInFlight = applied.listen.forwardMaxInFlight
         if intervalChanged && !shuttingDown { windowTimer.schedule(afterMillis: applied.window.interval.milliseconds) }
         telemetry.metrics.configReloads["success", default: 0] += 1
         log.info("config reloaded", [("file", configPath), ("window", "\(applied.window.interval.milliseconds)ms")])

@@ -12,10 +12,15 @@ final class ReverseProxy {
     /// Tells an exchange when its client's connection closes.
     weak var connections: ConnectionGuard?
     private let log: Logger
+    /// `[listen] forward_max_in_flight`: forwarded requests out at once.
+    var maxInFlight: Int
+    /// Forwarded requests out now (each until its answer is done or its client left).
+    private(set) var inFlight = 0
 
-    init(client: UpstreamClient, log: Logger) {
+    init(client: UpstreamClient, log: Logger, maxInFlight: Int) {
         self.client = client
         self.log = log
+        self.maxInFlight = maxInFlight
     }
 
     /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), and ours to set.
@@ -28,7 +33,15 @@ final class ReverseProxy {
             request.reply(405, ErrorBody.message("Method \(request.method) is not supported"))
             return
         }
-        let exchange = Exchange(request: request.raw, log: log)
+        // Bounded like everything else: a client that floods the forward path gets 503s, not
+        // an unbounded number of upstream connections.
+        guard inFlight < maxInFlight else {
+            request.reply(503, ErrorBody.message("metrics-proxy is forwarding \(maxInFlight) requests already ([listen] forward_max_in_flight); retry"),
+                          headers: [("Retry-After", "1")])
+            return
+        }
+        inFlight += 1
+        let exchange = Exchange(request: request.raw, log: log) { [weak self] in self?.inFlight -= 1 }
         var headers: [(String, String)] = []
         var forwardedFor: String?
         let connectionTokens = Set((request.header("Connection") ?? "").lowercased().split(separator: ",")
@@ -82,11 +95,19 @@ private final class Exchange {
     private var gone = false
     private weak var connections: ConnectionGuard?
     private var watchID: Int?
+    /// Called once, when the exchange is over (answered, failed, or its client left).
+    private var finished: (() -> Void)?
 
-    init(request: OpaquePointer, log: Logger) {
+    init(request: OpaquePointer, log: Logger, finished: @escaping () -> Void) {
         self.request = request
         connection = evhttp_request_get_connection(request)
         self.log = log
+        self.finished = finished
+    }
+
+    private func finish() {
+        finished?()
+        finished = nil
     }
 
     /// Learns of the downstream connection closing. The handler holds self until it fires or
@@ -98,6 +119,7 @@ private final class Exchange {
             watchID = nil
             gone = true
             call?.cancel()
+            finish()
             log.debug("client left before the upstream answered; forward cancelled")
         }
     }
@@ -127,6 +149,7 @@ private final class Exchange {
     }
 
     func done(_ answer: UpstreamAnswer) {
+        finish()
         guard !gone else { return }
         stopWatching()
         if started {

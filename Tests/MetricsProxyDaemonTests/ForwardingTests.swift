@@ -78,6 +78,50 @@ final class ForwardingTests: XCTestCase {
         XCTAssertLessThan(slow[1].1, 0.5, "a metric post does not wait on a hanging forward")
     }
 
+    /// Only what an SDK needs goes upstream by default (the client and frontend API); the
+    /// admin API, or anything else, only where `[listen] forward` names it.
+    func testOnlyTheClientAndFrontendAPIAreForwardedUnlessConfigured() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url))
+        let auth = [("Authorization", tokenA)]
+        for path in ["/api/admin/projects", "/api/clientele", "/API/Admin/features?x=1"] {
+            let r = try proxy.tcp().request("GET", path, headers: auth)
+            XCTAssertEqual(r.status, 404, path)
+            XCTAssertTrue((r.json?["message"] as? String ?? "").contains("outside [listen] forward"), path)
+        }
+        XCTAssertEqual(try proxy.unix().request("GET", "/api/frontend/client/features", headers: auth).json?["message"] as? String,
+                       "not found", "forwarded: the upstream's own answer")
+        XCTAssertEqual(try proxy.tcp().request("GET", "/api/client/features", headers: auth).status, 200)
+        XCTAssertEqual(try upstream.requests().map(\.path), ["/api/frontend/client/features", "/api/client/features"])
+        // Named in [listen] forward, the admin API goes too; the frontend API no longer does.
+        let open = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "forward = /api/client/, /api/admin"))
+        XCTAssertEqual(try open.tcp().request("GET", "/api/admin/projects", headers: auth).json?["message"] as? String, "not found")
+        XCTAssertEqual(try upstream.requests(path: "/api/admin/projects").count, 1)
+        XCTAssertEqual(try open.tcp().request("GET", "/api/frontend", headers: auth).status, 404)
+        XCTAssertEqual(try upstream.requests(path: "/api/frontend").count, 0)
+    }
+
+    /// A client flooding the forward path gets 503s past `[listen] forward_max_in_flight`, and
+    /// the count comes back as the requests finish.
+    func testForwardedRequestsAreBoundedInFlight() throws {
+        let upstream = try FakeUpstream()
+        try upstream.script([["status": 200, "delay": 1.5, "repeat": -1, "path_prefix": "/api/client/features"]])
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "forward_max_in_flight = 2"))
+        let tcp = proxy.tcpPort
+        let answers = parallel(3) { i -> (Int, String?) in
+            if i == 2 { usleep(400_000) } // the first two are out by then
+            let r = try? HTTPClient(.tcp("127.0.0.1", tcp)).request("GET", "/api/client/features", headers: [("Authorization", tokenA)])
+            return (r?.status ?? 0, r?.header("Retry-After"))
+        }
+        XCTAssertEqual(answers.map(\.0), [200, 200, 503])
+        XCTAssertEqual(answers[2].1, "1")
+        XCTAssertEqual(try upstream.requests(path: "/api/client/features").count, 2)
+        try upstream.clearScript()
+        XCTAssertEqual(try proxy.tcp().request("GET", "/api/client/features", headers: [("Authorization", tokenA)]).status, 200)
+        XCTAssertEqual(try proxy.tcp().post("/api/client/metrics", json: ValidationTests.bucket(#"{"f":{"yes":1}}"#), token: tokenA).status, 202,
+                       "metric posts are never held by the forward bound")
+    }
+
     func testClientLeavingMidForwardDoesNotDisturbTheProxy() throws {
         let upstream = try FakeUpstream()
         try upstream.script([["status": 200, "delay": 1.0, "repeat": -1, "path_prefix": "/api/client/features"]])

@@ -14,6 +14,10 @@ public struct Config: Sendable, Equatable {
         public var requestTimeout: Duration = .zero
         /// Tokens accepted on metric and register posts; empty: any token.
         public var allowTokens: [String] = []
+        /// Path prefixes (lower case, from `/`) of the requests passed to the upstream.
+        public var forward: [String] = []
+        /// Forwarded requests out at once; past it, 503 with Retry-After.
+        public var forwardMaxInFlight = 0
     }
 
     public struct Upstream: Sendable, Equatable {

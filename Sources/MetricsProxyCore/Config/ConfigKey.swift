@@ -64,6 +64,17 @@ public struct ConfigKey {
                 guard tokens.allSatisfy({ !$0.contains(" ") }) else { throw bad("expected tokens separated by commas") }
                 return tokens
             },
+            .value("listen", "forward", \.listen.forward, default: "/api/client/, /api/frontend/") { v, bad throws(ConfigError) in
+                if v == "off" { return [] }
+                let prefixes = v.split(separator: ",").map { String($0.trimmingASCIIWhitespace()).lowercased() }.filter { !$0.isEmpty }
+                guard prefixes.allSatisfy({ $0.hasPrefix("/") && !$0.contains(" ") }) else {
+                    throw bad("expected path prefixes starting with / separated by commas, or off")
+                }
+                return prefixes
+            },
+            .value("listen", "forward_max_in_flight", \.listen.forwardMaxInFlight, default: "64") { v, bad throws(ConfigError) in
+                try V.integer(v, in: 1...100_000, "a number of requests", bad)
+            },
             .value("listen", "path_prefix", \.listen.pathPrefix, default: "") { v, bad throws(ConfigError) in
                 var p = v
                 while p.hasSuffix("/") { p.removeLast() }

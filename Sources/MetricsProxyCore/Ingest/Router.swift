@@ -7,14 +7,31 @@ public struct Router: Sendable {
         /// The proxy's own Prometheus metrics (`GET /metrics`).
         case selfMetrics
         case methodNotAllowed(allow: String)
-        /// Another `/api/...` request, for the upstream.
+        /// Another `/api/...` request under a `[listen] forward` prefix, for the upstream.
         case forward
+        /// An `/api/...` request outside the `[listen] forward` prefixes (the admin API by default).
+        case notForwarded
         case notFound
     }
 
     public var prefix: String
+    /// `[listen] forward`: what is passed to the upstream (lower case, from `/`).
+    public var forward: [String]
 
-    public init(prefix: String) { self.prefix = prefix.lowercased() }
+    /// By default only what an SDK needs goes upstream: the client and frontend API.
+    public init(prefix: String, forward: [String] = ["/api/client/", "/api/frontend/"]) {
+        self.prefix = prefix.lowercased()
+        self.forward = forward
+    }
+
+    /// Whether `path` (normalized, below the prefix) is under one of the `forward` prefixes,
+    /// at a segment boundary (`/api/client` does not take `/api/clientele`).
+    func forwards(_ path: String) -> Bool {
+        forward.contains { p in
+            if p.hasSuffix("/") { return path.hasPrefix(p) || path + "/" == p }
+            return path == p || path.hasPrefix(p + "/")
+        }
+    }
 
     public func route(method: String, uri: String) -> Route {
         var path = Self.normalize(uri)
@@ -29,7 +46,9 @@ public struct Router: Sendable {
         case "/healthz": return method == "GET" || method == "HEAD" ? .health : .methodNotAllowed(allow: "GET, HEAD")
         case "/readyz": return method == "GET" || method == "HEAD" ? .ready : .methodNotAllowed(allow: "GET, HEAD")
         case "/metrics": return method == "GET" || method == "HEAD" ? .selfMetrics : .methodNotAllowed(allow: "GET, HEAD")
-        default: return path.hasPrefix("/api/") ? .forward : .notFound
+        default:
+            guard path.hasPrefix("/api/") else { return .notFound }
+            return forwards(path) ? .forward : .notForwarded
         }
     }
 
