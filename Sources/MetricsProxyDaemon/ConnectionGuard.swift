@@ -6,8 +6,12 @@ import Glibc
 /// hold a connection forever. The guard makes each connection's bufferevent itself
 /// (`evhttp_set_bevcb`), learns its `evhttp_connection` one loop turn later (evhttp sets
 /// itself as the bufferevent's callback argument), watches its input for the first byte of
-/// each request, and pauses the listeners while `maxConnections` are open or accept fails
-/// for want of file descriptors.
+/// each request, and cuts off a request that is not read whole within `requestTimeoutMillis`
+/// or falls below `minRate` bytes a second. At `maxConnections` it closes the connection that
+/// costs most for least (the longest-idle keep-alive connection, else the slowest unfinished
+/// request), so that one client leaking or dripping connections cannot lock the others (and
+/// the kubelet's probes) out; it pauses the listeners only when every connection is
+/// mid-request and keeping up, or when accept fails for want of file descriptors.
 final class ConnectionGuard {
     private final class Connection {
         let bev: OpaquePointer
@@ -17,12 +21,34 @@ final class ConnectionGuard {
         /// the connection is idle or its request is being answered.
         var requestStarted: Int64?
         var closeHandlers: [Int: () -> Void] = [:]
+        /// Accepted, or its last request read (monotonic ms): how long it has been idle.
+        var lastActive = monotonicMillis()
+        /// Counts the bytes of a request that has taken longer than a second: attached only
+        /// then, as every callback on the input costs each post (see `watchInput`).
+        var rateCallback: OpaquePointer?
+        var rateSince: Int64 = 0
+        var received = 0
+        /// Being closed by the guard: not a candidate again.
+        var closing = false
+        /// Accepted past the cap into the reserve for probes: may only ask `/healthz`,
+        /// `/readyz` or `/metrics`.
+        var probeOnly = false
 
         init(bev: OpaquePointer) { self.bev = bev }
     }
 
     var maxConnections: Int
     var requestTimeoutMillis: Int64
+    /// `[listen] min_rate`, bytes a second; 0: off.
+    var minRate: Int
+    /// How old a request is before its rate is measured, and the span it is measured over.
+    static let rateGraceMillis: Int64 = 1000
+    /// How long a connection must have been idle to be closed to make room.
+    static let idleGraceMillis: Int64 = 250
+    /// Connections accepted past the cap when none can be closed to make room, for the
+    /// kubelet's probes and Prometheus only: so that a proxy busy with `max_connections`
+    /// uploads is not restarted for a probe that timed out.
+    static let probeReserve = 8
     private let log: Logger
     private let telemetry: Telemetry
     /// Bufferevents handed to evhttp in this loop turn, not yet matched to their connection.
@@ -33,6 +59,7 @@ final class ConnectionGuard {
     private var pausedForDescriptors = false
     private var lastCapWarning = Int64.min / 2
     private var lastDescriptorWarning = Int64.min / 2
+    private var lastShedWarning = Int64.min / 2
 
     /// True at most once a minute per kind of warning (the count is in /metrics).
     private func warnNow(_ last: inout Int64) -> Bool {
@@ -49,10 +76,11 @@ final class ConnectionGuard {
     /// Open connections, those still being set up included.
     var count: Int { connections.count + pending.count }
 
-    init(loop: EventLoop, http: OpaquePointer, maxConnections: Int, requestTimeoutMillis: Int64, log: Logger,
+    init(loop: EventLoop, http: OpaquePointer, maxConnections: Int, requestTimeoutMillis: Int64, minRate: Int, log: Logger,
          telemetry: Telemetry) {
         self.maxConnections = maxConnections
         self.requestTimeoutMillis = requestTimeoutMillis
+        self.minRate = minRate
         self.log = log
         self.telemetry = telemetry
         settle = LoopEvent(loop: loop) { [unowned self] in self.matchPending() }
@@ -76,7 +104,7 @@ final class ConnectionGuard {
         listeners = []
     }
 
-    private var sweepInterval: Int64 { max(100, min(1000, requestTimeoutMillis / 4)) }
+    private var sweepInterval: Int64 { max(100, min(minRate > 0 ? 500 : 1000, requestTimeoutMillis / 4)) }
 
     // MARK: listeners
 
@@ -113,17 +141,32 @@ final class ConnectionGuard {
         resumeAfterDescriptorShortage.schedule(afterMillis: 250)
     }
 
+    /// At the cap, accepting goes on as long as a connection could be closed to make room, and
+    /// each arrival past the cap closes one (the victim closes within the loop turn). It pauses
+    /// only when none could: every connection is mid-request and young or keeping up (the
+    /// sweep looks again), or accept failed for want of descriptors.
     private func updateAccepting() {
-        let capReached = count >= maxConnections
-        if capReached && !pausedForCap {
+        var mustPause = false
+        if count >= maxConnections {
+            let closing = connections.values.reduce(0) { $0 + ($1.closing ? 1 : 0) }
+            var over = count - closing - maxConnections
+            while over > 0, let v = victim() {
+                shed(v.connection, v.reason)
+                guard v.connection.closing else { break }
+                over -= 1
+            }
+            // No room to make: the reserve for probes, then a pause.
+            mustPause = victim() == nil && count >= maxConnections + Self.probeReserve
+        }
+        if mustPause && !pausedForCap {
             telemetry.metrics.acceptPauses["max_connections", default: 0] += 1
             // At the cap the listeners flip with every close: one line a minute is enough.
             if warnNow(&lastCapWarning) {
-                log.warn("connection cap reached; new connections wait in the listen backlog",
+                log.warn("connection cap reached and every connection busy; new connections wait in the listen backlog",
                          [("max_connections", "\(maxConnections)")])
             }
         }
-        pausedForCap = capReached
+        pausedForCap = mustPause
         for l in listeners {
             if pausedForCap || pausedForDescriptors { evconnlistener_disable(l) } else { evconnlistener_enable(l) }
         }
@@ -154,6 +197,7 @@ final class ConnectionGuard {
             if readcb != nil, let arg {
                 let evcon = OpaquePointer(arg)
                 c.evcon = evcon
+                c.probeOnly = connections.count >= maxConnections && victim() == nil
                 connections[evcon] = c
                 evhttp_connection_set_closecb(evcon, { evcon, arg in
                     guard let evcon else { return }
@@ -171,10 +215,11 @@ final class ConnectionGuard {
     private func closed(_ evcon: OpaquePointer) {
         guard let c = connections.removeValue(forKey: evcon) else { return }
         removeInputCallback(c)
+        removeRateCallback(c)
         let handlers = c.closeHandlers
         c.closeHandlers = [:]
         for (_, h) in handlers.sorted(by: { $0.key < $1.key }) { h() }
-        if pausedForCap { updateAccepting() }
+        if pausedForCap || c.closing || count >= maxConnections { updateAccepting() }
     }
 
     /// Hears the first bytes of the connection's next request. The callback removes itself
@@ -201,7 +246,92 @@ final class ConnectionGuard {
     func requestRead(on evcon: OpaquePointer?) {
         guard let evcon, let c = connections[evcon] else { return }
         c.requestStarted = nil
+        c.lastActive = monotonicMillis()
+        if c.rateCallback != nil { removeRateCallback(c) }
         if c.inputCallback == nil { watchInput(c) }
+    }
+
+    /// Counts what arrives for a request that has taken more than a second so far.
+    private func watchRate(_ c: Connection, now: Int64) {
+        c.rateSince = now
+        c.received = 0
+        c.rateCallback = evbuffer_add_cb(bufferevent_get_input(c.bev), { _, info, arg in
+            guard let info else { return }
+            Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue().received += info.pointee.n_added
+        }, Unmanaged.passUnretained(c).toOpaque())
+    }
+
+    private func removeRateCallback(_ c: Connection) {
+        if let cb = c.rateCallback { evbuffer_remove_cb_entry(bufferevent_get_input(c.bev), cb) }
+        c.rateCallback = nil
+    }
+
+    /// Bytes a second over the span measured so far; nil while the request is too young to tell.
+    private func rate(_ c: Connection, now: Int64) -> Int? {
+        guard c.rateCallback != nil, now - c.rateSince >= Self.rateGraceMillis else { return nil }
+        return Int(Int64(c.received) * 1000 / (now - c.rateSince))
+    }
+
+    // MARK: shedding
+
+    enum ShedReason: String { case idle, slow }
+
+    /// The connection to close to make room: the longest-idle keep-alive connection, else the
+    /// unfinished request with the least progress (a second or more old, below `minRate`, or
+    /// with nothing received at all when there is no minimum). None when every connection is
+    /// mid-request and keeping up.
+    private func victim() -> (connection: Connection, reason: ShedReason)? {
+        let now = monotonicMillis()
+        var idle: Connection?
+        var slow: (Connection, Int)?
+        for c in connections.values where !c.closing && c.evcon != nil {
+            if let started = c.requestStarted {
+                guard now - started >= Self.rateGraceMillis else { continue }
+                // Not measured yet (the sweep attaches the counter): nothing known of it but its age.
+                let r = rate(c, now: now) ?? 0
+                guard r < max(minRate, 1) else { continue }
+                if slow == nil || r < slow!.1 || (r == slow!.1 && started < slow!.0.requestStarted!) { slow = (c, r) }
+            } else if c.closeHandlers.isEmpty, now - c.lastActive >= Self.idleGraceMillis,
+                      idle == nil || c.lastActive < idle!.lastActive {
+                // Idle: no request being read, none being answered (a forward holds a handler),
+                // and not just accepted (its request may be on the way).
+                idle = c
+            }
+        }
+        if let idle { return (idle, .idle) }
+        return slow.map { ($0.0, .slow) }
+    }
+
+    private func shed(_ c: Connection, _ reason: ShedReason) {
+        guard bufferevent_getfd(c.bev) >= 0 else { return }
+        c.closing = true
+        telemetry.metrics.connectionsShed[reason.rawValue, default: 0] += 1
+        if warnNow(&lastShedWarning) {
+            log.warn("connection cap reached; closing the connections that cost most for least to make room",
+                     [("max_connections", "\(maxConnections)"), ("first_reason", reason.rawValue)])
+        }
+        if reason == .slow { cut(c, status: "408 Request Timeout", why: "request too slow") } else { cut(c, status: nil, why: nil) }
+    }
+
+    /// Answers `status` (if any) and shuts the connection down; libevent then frees it as for a
+    /// client that left.
+    private func cut(_ c: Connection, status: String?, why: String?) {
+        c.requestStarted = nil
+        removeRateCallback(c)
+        let fd = bufferevent_getfd(c.bev)
+        guard fd >= 0 else { return }
+        if let status, let why {
+            let body = #"{"message":"\#(why)"}"#
+            let answer = "HTTP/1.1 \(status)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+            _ = answer.withCString { send(fd, $0, strlen($0), Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+        }
+        shutdown(fd, Int32(SHUT_RDWR))
+    }
+
+    /// Whether `evcon` was accepted into the reserve for probes (past the cap).
+    func isProbeOnly(_ evcon: OpaquePointer?) -> Bool {
+        guard let evcon else { return false }
+        return connections[evcon]?.probeOnly ?? false
     }
 
     /// Calls `handler` once when `evcon` closes; returns a handle for `cancelOnClose`.
@@ -218,22 +348,35 @@ final class ConnectionGuard {
 
     // MARK: deadline
 
-    /// A request not read whole within `requestTimeoutMillis` of its first byte gets 408 and
-    /// the connection is shut down; libevent then frees it as for a client that left.
+    /// A request not read whole within `requestTimeoutMillis` of its first byte, or keeping up
+    /// less than `minRate` bytes a second once a second old, gets 408 and the connection is
+    /// shut down; libevent then frees it as for a client that left.
     private func expireSlowRequests() {
         sweep.schedule(afterMillis: sweepInterval)
         let now = monotonicMillis()
-        for c in connections.values {
-            guard let started = c.requestStarted, now - started > requestTimeoutMillis else { continue }
-            c.requestStarted = nil
-            let fd = bufferevent_getfd(c.bev)
-            guard fd >= 0 else { continue }
-            let body = #"{"message":"request not received in time"}"#
-            let answer = "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
-            _ = answer.withCString { send(fd, $0, strlen($0), Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
-            shutdown(fd, Int32(SHUT_RDWR))
-            telemetry.metrics.requestsTimedOut += 1
-            log.debug("request deadline passed; connection closed", [("timeout_ms", "\(requestTimeoutMillis)")])
+        for c in connections.values where !c.closing {
+            guard let started = c.requestStarted else { continue }
+            if now - started > requestTimeoutMillis {
+                cut(c, status: "408 Request Timeout", why: "request not received in time")
+                telemetry.metrics.requestsTimedOut += 1
+                log.debug("request deadline passed; connection closed", [("timeout_ms", "\(requestTimeoutMillis)")])
+                continue
+            }
+            guard minRate > 0, now - started >= Self.rateGraceMillis else { continue }
+            if c.rateCallback == nil { watchRate(c, now: now); continue }
+            guard let r = rate(c, now: now) else { continue }
+            if r < minRate {
+                c.closing = bufferevent_getfd(c.bev) >= 0
+                cut(c, status: "408 Request Timeout", why: "request too slow")
+                telemetry.metrics.connectionsShed["min_rate", default: 0] += 1
+                log.debug("request below min_rate; connection closed", [("bytes_per_second", "\(r)"), ("min_rate", "\(minRate)")])
+            } else {
+                // Measured afresh each span: a request must keep up, not only have started well.
+                c.rateSince = now
+                c.received = 0
+            }
         }
+        // At the cap: a request may have fallen behind, or a connection gone idle, since.
+        if count >= maxConnections { updateAccepting() }
     }
 }

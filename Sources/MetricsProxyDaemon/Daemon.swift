@@ -101,6 +101,16 @@ public final class Daemon {
         // What every SDK sends, matched without making Strings of the method and URI.
         let route = router.prefix.isEmpty && req.isPost(exactly: "/api/client/metrics")
             ? .metrics : router.route(method: req.method, uri: req.uri)
+        if server.guardian.isProbeOnly(req.connection) {
+            switch route {
+            case .health, .ready, .selfMetrics: break
+            default:
+                // Let in past max_connections for the probes only.
+                req.reply(503, ErrorBody.message("metrics-proxy holds [listen] max_connections busy connections; retry"),
+                          headers: [("Retry-After", "1"), ("Connection", "close")])
+                return
+            }
+        }
         switch route {
         case .metrics: ingest(req, .metrics)
         case .register where config.upstream.mode == .metrics:

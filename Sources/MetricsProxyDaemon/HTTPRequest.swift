@@ -95,6 +95,9 @@ struct HTTPRequest {
         return n
     }
 
+    /// The connection the request came on.
+    var connection: OpaquePointer? { evhttp_request_get_connection(raw) }
+
     /// The client's IP address; nil on the Unix socket (libevent reports port 0 there).
     var peerAddress: String? {
         guard let conn = evhttp_request_get_connection(raw) else { return nil }

@@ -20,7 +20,8 @@ final class HTTPServer {
         self.http = http
         self.handle = handle
         guardian = ConnectionGuard(loop: loop, http: http, maxConnections: config.listen.maxConnections,
-                                   requestTimeoutMillis: config.listen.requestTimeout.milliseconds, log: log, telemetry: telemetry)
+                                   requestTimeoutMillis: config.listen.requestTimeout.milliseconds,
+                                   minRate: config.listen.minRate, log: log, telemetry: telemetry)
         update(config)
         // An empty 202 carries no Content-Type, as the Unleash server's does (libevent would
         // otherwise add text/html).
@@ -47,6 +48,7 @@ final class HTTPServer {
         evhttp_set_timeout(http, Int32(max(1, config.listen.idleTimeout.milliseconds / 1000)))
         guardian.maxConnections = config.listen.maxConnections
         guardian.requestTimeoutMillis = config.listen.requestTimeout.milliseconds
+        guardian.minRate = config.listen.minRate
     }
 
     deinit {

@@ -92,7 +92,7 @@ final class HardeningTests: XCTestCase {
 
     func testASlowDripClientIsCutOffAtTheRequestDeadline() throws {
         let upstream = try FakeUpstream()
-        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "request_timeout = 1s\nidle_timeout = 30s"))
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "request_timeout = 1s\nidle_timeout = 30s\nmin_rate = 0"))
         let idle = proxy.tcp()
         XCTAssertEqual(try idle.request("GET", "/healthz").status, 200)
         // On a fresh connection, and on one that has already been answered (the deadline
@@ -124,27 +124,97 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(value(try scrape(proxy), "metrics_proxy_requests_timed_out_total"), 2)
     }
 
-    func testAtTheConnectionCapAcceptingPausesUntilOneCloses() throws {
+    /// At the cap the proxy makes room instead of locking everyone out: the longest-idle
+    /// connection goes first; when every connection is mid-request, the one that has made no
+    /// progress for the longest (408); while all are young or keeping up, only probes get in.
+    func testAtTheConnectionCapTheIdleGoFirstThenTheSlowest() throws {
         let upstream = try FakeUpstream()
-        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "max_connections = 8"))
-        let held = (0..<8).map { _ in HTTPClient(.tcp("127.0.0.1", proxy.tcpPort)) }
-        for h in held { try h.open() }
-        waitFor("the proxy to count 8 connections") { proxy.log.contains("connection cap reached") }
-        let waiting = proxy.unix()
-        try waiting.raw(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8), readResponse: false)
-        waiting.setReadTimeout(0.5)
-        XCTAssertNil(try? waiting.readResponse(), "the ninth connection waits in the backlog")
-        held[0].disconnect()
-        waiting.setReadTimeout(5)
-        XCTAssertEqual(try waiting.readResponse().status, 200, "answered once a connection closed")
-        for h in held { h.disconnect() }
-        waiting.disconnect()
-        var metrics: [MetricSample] = []
-        waitFor("the connections to be counted closed") {
-            metrics = (try? scrape(proxy)) ?? []
-            return value(metrics, "metrics_proxy_connections") == 1
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "max_connections = 8\nmin_rate = 0"))
+        var held: [HTTPClient] = []
+        for _ in 0..<8 {
+            let h = HTTPClient(.tcp("127.0.0.1", proxy.tcpPort))
+            try h.open()
+            held.append(h)
+            usleep(20_000) // accepted in this order
         }
-        XCTAssertGreaterThanOrEqual(value(metrics, "metrics_proxy_accept_pauses_total", ["reason": "max_connections"]) ?? 0, 1)
+        usleep(400_000) // all idle for longer than a just-accepted connection's grace
+        let t0 = Date()
+        XCTAssertEqual(try proxy.unix().request("GET", "/healthz").status, 200)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 0.5, "answered at once, at the cap")
+        XCTAssertTrue(held[0].serverClosed(), "the longest-idle connection made room")
+        for h in held { h.disconnect() }
+        waitFor("the connections to be counted closed") { (try? self.connectionsOpen(proxy)) == 1 }
+
+        // Every connection mid-request and young: accepting pauses.
+        let busy = try (0..<8).map { _ -> HTTPClient in
+            let c = HTTPClient(.tcp("127.0.0.1", proxy.tcpPort))
+            try c.raw(Array("POST /api/client/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{".utf8), readResponse: false)
+            return c
+        }
+        // No room can be made, but a probe still gets in (a reserve past the cap, for probes
+        // only): the kubelet does not restart a proxy that is merely busy.
+        let t1 = Date()
+        XCTAssertEqual(try proxy.unix().request("GET", "/healthz").status, 200)
+        XCTAssertLessThan(Date().timeIntervalSince(t1), 0.5)
+        let refused = try proxy.tcp().post("/api/client/metrics", json: ValidationTests.bucket(#"{"f":{"yes":1}}"#), token: tokenA)
+        XCTAssertEqual(refused.status, 503, "past the cap, only probes")
+        XCTAssertEqual(refused.header("Retry-After"), "1")
+        // A second on, none of the eight has sent a byte more: they make room, one at a time.
+        var posted = 0
+        waitFor("a metric post to be taken again", timeout: 5) {
+            posted = (try? proxy.tcp().post("/api/client/metrics", json: ValidationTests.bucket(#"{"f":{"yes":1}}"#), token: tokenA).status) ?? 0
+            return posted == 202
+        }
+        let cut = busy.filter { b in
+            b.setReadTimeout(0.2)
+            return (try? b.readResponse())?.status == 408
+        }
+        XCTAssertGreaterThanOrEqual(cut.count, 1, "stalled requests made room")
+        XCTAssertLessThan(cut.count, 8)
+        for b in busy { b.disconnect() }
+        let metrics = try scrape(proxy)
+        XCTAssertGreaterThanOrEqual(value(metrics, "metrics_proxy_connections_shed_total", ["reason": "idle"]) ?? 0, 1)
+        XCTAssertGreaterThanOrEqual(value(metrics, "metrics_proxy_connections_shed_total", ["reason": "slow"]) ?? 0, 1)
+        XCTAssertEqual(value(metrics, "metrics_proxy_accept_pauses_total", ["reason": "max_connections"]), 0,
+                       "never paused: there was always room to make, or the reserve for a probe")
+    }
+
+    /// A request that trickles below `[listen] min_rate` is cut off in seconds, long before
+    /// `request_timeout`; one sent slowly but above it is read whole.
+    func testARequestBelowTheMinimumRateIsCutOffEarly() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "request_timeout = 30s\nmin_rate = 500"))
+        let drip = proxy.tcp()
+        try drip.raw(Array("POST /api/client/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n".utf8),
+                     readResponse: false)
+        drip.setReadTimeout(0.2)
+        let started = Date()
+        var answer: HTTPClient.Response?
+        while answer == nil, Date().timeIntervalSince(started) < 8 {
+            _ = try? drip.raw([UInt8(ascii: " ")], readResponse: false)
+            answer = try? drip.readResponse()
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        XCTAssertEqual(answer?.status, 408)
+        XCTAssertLessThan(elapsed, 4, "cut off by min_rate, not the 30 s deadline")
+        // Above the rate: a 3,000-byte post sent over two seconds arrives.
+        let body = Array((ValidationTests.bucket(#"{"f":{"yes":1}}"#) + String(repeating: " ", count: 3000)).utf8)
+        let steady = proxy.unix()
+        try steady.raw(Array("POST /api/client/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: \(tokenA)\r\nContent-Length: \(body.count)\r\n\r\n".utf8),
+                       readResponse: false)
+        for start in stride(from: 0, to: body.count, by: 150) {
+            try steady.raw(Array(body[start..<min(body.count, start + 150)]), readResponse: false)
+            usleep(100_000)
+        }
+        steady.setReadTimeout(5)
+        XCTAssertEqual(try steady.readResponse().status, 202)
+        let metrics = try scrape(proxy)
+        XCTAssertEqual(value(metrics, "metrics_proxy_connections_shed_total", ["reason": "min_rate"]), 1)
+        XCTAssertEqual(value(metrics, "metrics_proxy_requests_timed_out_total"), 0)
+    }
+
+    func connectionsOpen(_ proxy: ProxyProcess) throws -> Int? {
+        value(try scrape(proxy), "metrics_proxy_connections").map { Int($0) }
     }
 
     func testRunningOutOfFileDescriptorsPausesAcceptInsteadOfSpinning() throws {

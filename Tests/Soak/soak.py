@@ -6,7 +6,9 @@ valid metrics while abusers send malformed JSON, truncated bodies, wrong content
 oversized and gzip-bomb bodies, slow-drip requests, and connections dropped mid-request;
 meanwhile the fake upstream flaps (up, 503, connection reset, slow, down). /healthz is
 polled throughout. Afterwards the upstream comes back, the proxy drains on SIGTERM, and the
-run checks: every good post's counts arrived exactly (nothing lost, nothing twice), and so
+run (with the [listen] defaults, and --drip-rate never-finishing connections a second)
+checks: /healthz always answered within 1 s, accept never paused at the connection cap, every
+good post's counts arrived exactly (nothing lost, nothing twice), and so
 did the impact counter a third of them carry (beside a bad impact metric that must cost only
 itself), every
 answer was the expected one, resident memory stayed flat, no file descriptor leaked, and
@@ -110,8 +112,6 @@ class Run:
             f.write(f"""[listen]
 tcp = 127.0.0.1:0
 unix = {self.sock}
-max_connections = 512
-request_timeout = 2s
 idle_timeout = 10s
 [upstream]
 url = http://127.0.0.1:{self.upstream_port}/api
@@ -294,6 +294,30 @@ level = info
                 self.fail(f"slow drip: {answer[:40]!r} after {took:.1f}s")
             self.count("slow drip cut off")
 
+    def drip_flood(self):
+        """Connections that send a request line and then nothing, --drip-rate a second (a
+        leaked pool, a stuck worker): each must be cut off (min_rate) before they fill the
+        connection cap, and none may keep /healthz or the good posters waiting."""
+        held = []
+        while not self.stop.is_set():
+            try:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+                s.sendall(b"POST /api/client/metrics HTTP/1.1\r\n")
+                held.append((time.time(), s))
+                self.count("never-finishing connections")
+            except OSError as e:
+                self.fail(f"drip flood: connect failed: {e!r}")
+            # Our side lets go after 20 s; the proxy should have closed them long before.
+            while held and time.time() - held[0][0] > 20:
+                held.pop(0)[1].close()
+            self.stop.wait(1 / self.a.drip_rate)
+        for _, s in held:
+            s.close()
+
+    def scrape(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
     def health(self):
         while not self.stop.is_set():
             t = time.time()
@@ -345,7 +369,7 @@ level = info
         threads = [threading.Thread(target=self.good_poster, args=(n,)) for n in range(self.a.posters)]
         threads += [threading.Thread(target=self.abuser, args=(n,)) for n in range(4)]
         threads += [threading.Thread(target=self.slow_drip), threading.Thread(target=self.health),
-                    threading.Thread(target=self.flapper)]
+                    threading.Thread(target=self.flapper), threading.Thread(target=self.drip_flood)]
         for t in threads:
             t.start()
         samples = []
@@ -356,6 +380,7 @@ level = info
             if self.proxy.poll() is not None:
                 self.fail("the proxy exited during the run")
                 break
+        metrics_text = self.scrape()
         self.stop.set()
         for t in threads:
             t.join(30)
@@ -399,7 +424,8 @@ level = info
         warm = [s for s in samples if s[0] >= min(10, self.a.seconds / 4)] or samples
         rss_start, rss_end = warm[0][1], samples[-1][1]
         rss_max = max(s[1] for s in samples)
-        print(f"soak: {self.a.seconds}s, {self.a.posters} good posters (TCP and Unix), 4 abusers, 1 slow drip, upstream flapping")
+        print(f"soak: {self.a.seconds}s, {self.a.posters} good posters (TCP and Unix), 4 abusers, 1 slow drip, "
+              f"{self.a.drip_rate:g} never-finishing connections a second, upstream flapping; [listen] defaults")
         for k in sorted(self.counts):
             print(f"  {k}: {self.counts[k]}")
         print(f"  merge keys checked: {len(ledger)}; mismatched: {len(missing)}; unexpected: {len(extra)}")
@@ -410,8 +436,19 @@ level = info
         print(f"  open descriptors: {fds_start} at start, {fds_end} after the clients left")
         print(f"  /healthz: slowest answer {self.health_max * 1000:.0f} ms")
         print(f"  proxy exit status: {code}")
+        def sample(name):
+            for line in metrics_text.splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+            return -1
+        pauses = sample('metrics_proxy_accept_pauses_total{reason="max_connections"}')
+        cut = sample('metrics_proxy_connections_shed_total{reason="min_rate"}')
+        timed_out = sample("metrics_proxy_requests_timed_out_total")
+        print(f"  never-finishing connections cut off by min_rate: {cut:.0f}; by request_timeout: {timed_out:.0f}; "
+              f"accept paused at the cap: {pauses:.0f} times")
         ok = True
-        checks = [("every good post's counts arrived exactly", not missing and not extra),
+        checks = [("/healthz answered within 1 s every time", self.health_max < 1.0),
+                  ("accept never paused at the cap", pauses == 0),("every good post's counts arrived exactly", not missing and not extra),
                   ("every impact counter arrived exactly, no bad metric with it",
                    impact_got == self.impact and not impact_extra and len(self.impact) > 0),
                   ("every answer as expected", not self.failures)]
@@ -439,6 +476,7 @@ if __name__ == "__main__":
     ap.add_argument("--binary", required=True)
     ap.add_argument("--seconds", type=float, default=180)
     ap.add_argument("--posters", type=int, default=16)
+    ap.add_argument("--drip-rate", type=float, default=40, help="never-finishing connections opened a second")
     ap.add_argument("--sanitized", action="store_true", help="the binary is built with a sanitizer: skip the memory check")
     ap.add_argument("--fake", default=os.path.join(os.path.dirname(__file__), "..", "Fixtures", "fake_upstream.py"))
     sys.exit(Run(ap.parse_args()).main())

@@ -12,6 +12,8 @@ public struct Config: Sendable, Equatable {
         public var maxConnections = 0
         /// The longest a client may take to send one whole request, first byte to last.
         public var requestTimeout: Duration = .zero
+        /// Bytes a second an unfinished request must keep up after its first second; 0: off.
+        public var minRate = 0
         /// Tokens accepted on metric and register posts; empty: any token.
         public var allowTokens: [String] = []
         /// Path prefixes (lower case, from `/`) of the requests passed to the upstream.

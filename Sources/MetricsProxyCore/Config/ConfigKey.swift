@@ -56,6 +56,9 @@ public struct ConfigKey {
             .value("listen", "max_body", \.listen.maxBody, default: "102400") { v, bad throws(ConfigError) in try V.size(v, min: 1024, bad) },
             .value("listen", "idle_timeout", \.listen.idleTimeout, default: "60s", V.duration),
             .value("listen", "request_timeout", \.listen.requestTimeout, default: "30s", V.duration),
+            .value("listen", "min_rate", \.listen.minRate, default: "500") { v, bad throws(ConfigError) in
+                try V.integer(v, in: 0...1_000_000_000, "bytes a second (0: off)", bad)
+            },
             .value("listen", "max_connections", \.listen.maxConnections, default: "1024") { v, bad throws(ConfigError) in
                 try V.integer(v, in: 8...1_000_000, "a number of connections", bad)
             },

@@ -17,6 +17,9 @@ public struct SelfMetrics: Sendable {
     public var acceptPauses: [String: Int] = ["max_connections": 0, "fd_limit": 0]
     /// Requests not received whole within `[listen] request_timeout`.
     public var requestsTimedOut = 0
+    /// Connections the proxy closed to keep others served, by reason: `idle` and `slow` at
+    /// `max_connections`, `min_rate` for a request below `[listen] min_rate`.
+    public var connectionsShed: [String: Int] = ["idle": 0, "slow": 0, "min_rate": 0]
 
     /// One metric post answered with `status`, its body `bytes` long.
     public mutating func notePost(bytes: Int, status: Int) {
@@ -87,6 +90,9 @@ public struct SelfMetrics: Sendable {
         for reason in acceptPauses.keys.sorted() { sample("metrics_proxy_accept_pauses_total", [("reason", reason)], Double(acceptPauses[reason]!)) }
         family("metrics_proxy_requests_timed_out_total", "counter", "Requests not received whole within listen.request_timeout (408).")
         sample("metrics_proxy_requests_timed_out_total", Double(requestsTimedOut))
+        family("metrics_proxy_connections_shed_total", "counter",
+               "Connections closed to keep others served: idle and slow at max_connections, min_rate below listen.min_rate.")
+        for reason in connectionsShed.keys.sorted() { sample("metrics_proxy_connections_shed_total", [("reason", reason)], Double(connectionsShed[reason]!)) }
         family("metrics_proxy_window_keys", "gauge", "Distinct merge keys in the open window.")
         sample("metrics_proxy_window_keys", Double(g.windowKeys))
         family("metrics_proxy_instances_remembered", "gauge", "SDK instances remembered across windows ([limits] max_instances).")
