@@ -112,7 +112,6 @@ class Run:
             f.write(f"""[listen]
 tcp = 127.0.0.1:0
 unix = {self.sock}
-idle_timeout = 10s
 [upstream]
 url = http://127.0.0.1:{self.upstream_port}/api
 timeout = 3s
@@ -244,7 +243,7 @@ level = info
         while not self.stop.is_set():
             unix = rng.random() < 0.5
             kind = rng.choice(["malformed", "schema", "content-type", "oversized", "gzip-bomb", "truncated",
-                               "dropped-headers", "connect-close"])
+                               "dropped-headers", "connect-close", "many-headers", "huge-header"])
             try:
                 if kind == "malformed":
                     self.expect(kind, "POST", "/api/client/metrics", '{"appName": "x", "bucket": {', json_headers, [400], unix)
@@ -261,6 +260,12 @@ level = info
                     self.raw(b"POST /api/client/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                              b"Authorization: " + TOKENS[0].encode() + b"\r\nContent-Length: 900\r\n\r\n{\"appName\":\"x\",\"bucket\":{", unix=unix)
                     self.count(kind)
+                elif kind == "many-headers":
+                    many = dict(json_headers, **{f"X-Junk-{i}": "x" for i in range(200)})
+                    self.expect(kind, "POST", "/api/client/metrics", '{"appName": "x"}', many, [431], unix)
+                elif kind == "huge-header":
+                    # Past max_header_size: libevent answers 400 and closes.
+                    self.expect(kind, "GET", "/healthz", None, {"X-Junk": "x" * 40_000}, [400], unix)
                 elif kind == "dropped-headers":
                     self.raw(b"POST /api/client/metrics HTTP/1.1\r\nHost: x\r\nContent-Ty", unix=unix)
                     self.count(kind)
@@ -299,7 +304,11 @@ level = info
         leaked pool, a stuck worker): each must be cut off (min_rate) before they fill the
         connection cap, and none may keep /healthz or the good posters waiting."""
         held = []
+        began, opened = time.time(), 0
         while not self.stop.is_set():
+            # Paced by the clock, not by sleeps after each connect, so the rate is what was asked.
+            self.stop.wait(max(0.0, began + opened / self.a.drip_rate - time.time()))
+            opened += 1
             try:
                 s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
                 s.sendall(b"POST /api/client/metrics HTTP/1.1\r\n")
@@ -310,7 +319,6 @@ level = info
             # Our side lets go after 20 s; the proxy should have closed them long before.
             while held and time.time() - held[0][0] > 20:
                 held.pop(0)[1].close()
-            self.stop.wait(1 / self.a.drip_rate)
         for _, s in held:
             s.close()
 
