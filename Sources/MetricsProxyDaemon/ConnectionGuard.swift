@@ -69,6 +69,8 @@ final class ConnectionGuard {
         return true
     }
     private var nextHandlerID = 0
+    /// Connections in the reserve for probes now.
+    private var probeOnlyCount = 0
     private var settle: LoopEvent!
     private var sweep: LoopEvent!
     private var resumeAfterDescriptorShortage: LoopEvent!
@@ -198,6 +200,7 @@ final class ConnectionGuard {
                 let evcon = OpaquePointer(arg)
                 c.evcon = evcon
                 c.probeOnly = connections.count >= maxConnections && victim() == nil
+                if c.probeOnly { probeOnlyCount += 1 }
                 connections[evcon] = c
                 evhttp_connection_set_closecb(evcon, { evcon, arg in
                     guard let evcon else { return }
@@ -214,6 +217,7 @@ final class ConnectionGuard {
 
     private func closed(_ evcon: OpaquePointer) {
         guard let c = connections.removeValue(forKey: evcon) else { return }
+        if c.probeOnly { probeOnlyCount -= 1 }
         removeInputCallback(c)
         removeRateCallback(c)
         let handlers = c.closeHandlers
@@ -330,7 +334,8 @@ final class ConnectionGuard {
 
     /// Whether `evcon` was accepted into the reserve for probes (past the cap).
     func isProbeOnly(_ evcon: OpaquePointer?) -> Bool {
-        guard let evcon else { return false }
+        // Nearly always none: no lookup per request then.
+        guard probeOnlyCount > 0, let evcon else { return false }
         return connections[evcon]?.probeOnly ?? false
     }
 
