@@ -107,9 +107,11 @@ final class ForwardingTests: XCTestCase {
         let upstream = try FakeUpstream()
         try upstream.script([["status": 200, "delay": 1.5, "repeat": -1, "path_prefix": "/api/client/features"]])
         let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "forward_max_in_flight = 2"))
-        let tcp = proxy.tcpPort
+        let tcp = proxy.tcpPort, upstreamPort = upstream.port
         let answers = parallel(3) { i -> (Int, String?) in
-            if i == 2 { usleep(400_000) } // the first two are out by then
+            if i == 2 {
+                waitFor("the first two upstream") { FakeUpstream.recorded(port: upstreamPort, path: "/api/client/features") == 2 }
+            }
             let r = try? HTTPClient(.tcp("127.0.0.1", tcp)).request("GET", "/api/client/features", headers: [("Authorization", tokenA)])
             return (r?.status ?? 0, r?.header("Retry-After"))
         }

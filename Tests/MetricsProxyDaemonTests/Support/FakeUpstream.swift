@@ -136,11 +136,15 @@ final class FakeUpstream {
 
     /// Whether the plain-HTTP fake on `port` has recorded a request to `path` (callable from
     /// any thread).
-    static func hasRecorded(port: UInt16, path: String) -> Bool {
+    static func hasRecorded(port: UInt16, path: String) -> Bool { recorded(port: port, path: path) > 0 }
+
+    /// How many requests to `path` the plain-HTTP fake on `port` has recorded (callable from
+    /// any thread).
+    static func recorded(port: UInt16, path: String) -> Int {
         let c = HTTPClient(.tcp("127.0.0.1", port))
         guard let r = try? c.request("GET", "/_control/requests?path=\(path)"),
-              let list = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [Any] else { return false }
-        return !list.isEmpty
+              let list = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [Any] else { return 0 }
+        return list.count
     }
 
     /// A port nothing listens on (yet): bound, read and closed.
