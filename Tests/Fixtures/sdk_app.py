@@ -398,20 +398,18 @@ def main(argv=None) -> int:
             if args.impact:
                 result["impact"] = recorded.as_json()
                 wire_impact = observer.wire_impact.as_json()
-        if args.impact and wire_impact != result["impact"]:
-            result["wire_impact"] = wire_impact
-            write_json(args.out, result)
-            print("sdk_app: the impact metrics the SDK sent do not add up to what it recorded:\n"
-                  f"  recorded: {json.dumps(result['impact'], sort_keys=True)}\n"
-                  f"  sent:     {json.dumps(wire_impact, sort_keys=True)}", file=sys.stderr)
-            return 3
-        if wire != normalized(counts):
-            result["wire_counts"] = wire
-            write_json(args.out, result)
-            print("sdk_app: the metric bodies the SDK sent do not add up to what it "
-                  f"counted:\n  counted: {json.dumps(normalized(counts), sort_keys=True)}"
-                  f"\n  sent:    {json.dumps(wire, sort_keys=True)}", file=sys.stderr)
-            return 3
+        # What went over the wire must add up to what was counted (or recorded).
+        checks = [("wire_counts", "metric bodies", normalized(counts), wire)]
+        if args.impact:
+            checks.append(("wire_impact", "impact metrics", result["impact"], wire_impact))
+        for key, what, counted, sent in checks:
+            if sent != counted:
+                result[key] = sent
+                write_json(args.out, result)
+                print(f"sdk_app: the {what} the SDK sent do not add up to what it counted:\n"
+                      f"  counted: {json.dumps(counted, sort_keys=True)}\n"
+                      f"  sent:    {json.dumps(sent, sort_keys=True)}", file=sys.stderr)
+                return 3
         write_json(args.out, result)
         return 0
     finally:

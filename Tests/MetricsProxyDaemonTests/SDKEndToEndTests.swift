@@ -12,24 +12,8 @@ final class SDKEndToEndTests: XCTestCase {
         }
         let upstream = try FakeUpstream(features: Paths.fixtures.appendingPathComponent("features.json").path)
         let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "2s"))
-        let url = "http://127.0.0.1:\(proxy.tcpPort)/api"
-        let dir = Paths.tempDir("sdk")
-        let instances = [("checkout", "checkout-1"), ("checkout", "checkout-2"), ("search", "search-1")]
-        let outputs = instances.map { dir.appendingPathComponent("\($0.1).json").path }
-        let processes = try zip(instances, outputs).map { inst, out -> Process in
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["python3", Paths.fixtures.appendingPathComponent("sdk_app.py").path, "--url", url,
-                           "--app-name", inst.0, "--instance-id", inst.1, "--token", tokenA,
-                           "--evaluations", "300", "--metrics-interval", "1", "--out", out]
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            return p
-        }
-        for p in processes {
-            waitFor("an SDK instance to finish", timeout: 30) { !p.isRunning }
-            XCTAssertEqual(p.terminationStatus, 0, "sdk_app.py failed")
-        }
+        let instances = Self.instances
+        let outputs = try runSDKs(proxy, evaluations: 300)
         // What the SDKs say they evaluated, summed per app and flag.
         var expected: [String: [String: (yes: Int, no: Int, variants: [String: Int])]] = [:]
         var sdkPosts = 0
@@ -95,24 +79,7 @@ final class SDKEndToEndTests: XCTestCase {
         for mode in ["bulk", "metrics"] {
             let upstream = try FakeUpstream(features: Paths.fixtures.appendingPathComponent("features.json").path)
             let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "2s", upstreamExtra: "mode = \(mode)"))
-            let url = "http://127.0.0.1:\(proxy.tcpPort)/api"
-            let dir = Paths.tempDir("sdk-impact")
-            let instances = [("checkout", "checkout-1"), ("checkout", "checkout-2"), ("search", "search-1")]
-            let outputs = instances.map { dir.appendingPathComponent("\($0.1).json").path }
-            let processes = try zip(instances, outputs).map { inst, out -> Process in
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                p.arguments = ["python3", Paths.fixtures.appendingPathComponent("sdk_app.py").path, "--url", url,
-                               "--app-name", inst.0, "--instance-id", inst.1, "--token", tokenA,
-                               "--evaluations", "200", "--metrics-interval", "1", "--out", out, "--impact"]
-                p.standardOutput = FileHandle.nullDevice
-                try p.run()
-                return p
-            }
-            for p in processes {
-                waitFor("an SDK instance to finish", timeout: 30) { !p.isRunning }
-                XCTAssertEqual(p.terminationStatus, 0, "sdk_app.py failed (\(mode))")
-            }
+            let outputs = try runSDKs(proxy, evaluations: 200, extra: ["--impact"])
             // What the SDKs recorded, summed per series as the server keys them.
             var counters: [ImpactState.Key: Double] = [:], gauges: [ImpactState.Key: Double] = [:]
             var histograms: [ImpactState.Key: ImpactState.Histogram] = [:]
@@ -169,6 +136,32 @@ final class SDKEndToEndTests: XCTestCase {
             XCTAssertEqual(got, flags, "the flag counts, exact (\(mode))")
             XCTAssertLessThan(try upstream.requests(path: path).count, sdkPosts, "fewer requests upstream than the SDKs posted (\(mode))")
         }
+    }
+
+    /// Two instances of one app and one of another.
+    static let instances = [("checkout", "checkout-1"), ("checkout", "checkout-2"), ("search", "search-1")]
+
+    /// Runs `Self.instances` of the real SDK (Tests/Fixtures/sdk_app.py) at the proxy, at once,
+    /// and returns the path of each one's result file once all have finished.
+    func runSDKs(_ proxy: ProxyProcess, evaluations: Int, extra: [String] = []) throws -> [String] {
+        let url = "http://127.0.0.1:\(proxy.tcpPort)/api"
+        let dir = Paths.tempDir("sdk")
+        let outputs = Self.instances.map { dir.appendingPathComponent("\($0.1).json").path }
+        let processes = try zip(Self.instances, outputs).map { inst, out -> Process in
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["python3", Paths.fixtures.appendingPathComponent("sdk_app.py").path, "--url", url,
+                           "--app-name", inst.0, "--instance-id", inst.1, "--token", tokenA,
+                           "--evaluations", "\(evaluations)", "--metrics-interval", "1", "--out", out] + extra
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            return p
+        }
+        for p in processes {
+            waitFor("an SDK instance to finish", timeout: 30) { !p.isRunning }
+            XCTAssertEqual(p.terminationStatus, 0, "sdk_app.py \(extra.joined(separator: " ")) failed")
+        }
+        return outputs
     }
 
     func pythonHasUnleashClient() -> Bool {
