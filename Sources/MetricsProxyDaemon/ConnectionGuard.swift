@@ -28,6 +28,8 @@ final class ConnectionGuard {
         var rateCallback: OpaquePointer?
         var rateSince: Int64 = 0
         var received = 0
+        /// The rate of the last whole span measured (bytes a second).
+        var lastRate: Int?
         /// Being closed by the guard: not a candidate again.
         var closing = false
         /// Accepted past the cap into the reserve for probes: may only ask `/healthz`,
@@ -259,6 +261,7 @@ final class ConnectionGuard {
     private func watchRate(_ c: Connection, now: Int64) {
         c.rateSince = now
         c.received = 0
+        c.lastRate = nil
         c.rateCallback = evbuffer_add_cb(bufferevent_get_input(c.bev), { _, info, arg in
             guard let info else { return }
             Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue().received += info.pointee.n_added
@@ -270,9 +273,10 @@ final class ConnectionGuard {
         c.rateCallback = nil
     }
 
-    /// Bytes a second over the span measured so far; nil while the request is too young to tell.
+    /// Bytes a second over the span being measured once it is a second long, else over the
+    /// last whole span; nil while nothing has been measured.
     private func rate(_ c: Connection, now: Int64) -> Int? {
-        guard c.rateCallback != nil, now - c.rateSince >= Self.rateGraceMillis else { return nil }
+        guard c.rateCallback != nil, now - c.rateSince >= Self.rateGraceMillis else { return c.lastRate }
         return Int(Int64(c.received) * 1000 / (now - c.rateSince))
     }
 
@@ -291,8 +295,11 @@ final class ConnectionGuard {
         for c in connections.values where !c.closing && c.evcon != nil {
             if let started = c.requestStarted {
                 guard now - started >= Self.rateGraceMillis else { continue }
-                // Not measured yet (the sweep attaches the counter): nothing known of it but its age.
-                let r = rate(c, now: now) ?? 0
+                let measured = rate(c, now: now)
+                // Being measured (the sweep attaches the counter at a second old): not judged yet.
+                if measured == nil, minRate > 0, now - started < 2 * Self.rateGraceMillis + sweepInterval { continue }
+                // Never measured (min_rate off): nothing known of it but its age.
+                let r = measured ?? 0
                 guard r < max(minRate, 1) else { continue }
                 if slow == nil || r < slow!.1 || (r == slow!.1 && started < slow!.0.requestStarted!) { slow = (c, r) }
             } else if c.closeHandlers.isEmpty, now - c.lastActive >= Self.idleGraceMillis,
@@ -377,6 +384,7 @@ final class ConnectionGuard {
                 log.debug("request below min_rate; connection closed", [("bytes_per_second", "\(r)"), ("min_rate", "\(minRate)")])
             } else {
                 // Measured afresh each span: a request must keep up, not only have started well.
+                c.lastRate = r
                 c.rateSince = now
                 c.received = 0
             }
