@@ -179,6 +179,42 @@ final class HardeningTests: XCTestCase {
                        "never paused: there was always room to make, or the reserve for a probe")
     }
 
+    /// Uploads that keep up `min_rate` are never closed to make room, whatever their age: at a
+    /// cap they fill, a newcomer waits in the probe reserve (503 for a post) and every upload
+    /// is taken whole.
+    func testUploadsKeepingUpAreNeverShed() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "max_connections = 8\nmin_rate = 200"))
+        let tcp = proxy.tcpPort
+        let body = Array((ValidationTests.bucket(#"{"f":{"yes":1}}"#) + String(repeating: " ", count: 2400)).utf8)
+        let results = parallel(9) { i -> Int in
+            let c = HTTPClient(.tcp("127.0.0.1", tcp))
+            if i == 8 {
+                // 2.5 s on, every upload is over two seconds old and has been measured.
+                Thread.sleep(forTimeInterval: 2.5)
+                return (try? c.post("/api/client/metrics", json: ValidationTests.bucket(#"{"g":{"yes":1}}"#), token: tokenA).status) ?? 0
+            }
+            do {
+                try c.raw(Array("POST /api/client/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: \(tokenA)\r\nContent-Length: \(body.count)\r\n\r\n".utf8),
+                          readResponse: false)
+                // About 600 bytes a second for four seconds: three times min_rate.
+                for start in stride(from: 0, to: body.count, by: 60) {
+                    try c.raw(Array(body[start..<min(body.count, start + 60)]), readResponse: false)
+                    Thread.sleep(forTimeInterval: 0.1)
+                }
+                c.setReadTimeout(5)
+                return try c.readResponse().status
+            } catch {
+                return -1
+            }
+        }
+        XCTAssertEqual(Array(results.prefix(8)), Array(repeating: 202, count: 8), "every upload taken whole")
+        XCTAssertEqual(results[8], 503, "the newcomer got the probe reserve, not an upload's place")
+        let metrics = try scrape(proxy)
+        XCTAssertEqual(value(metrics, "metrics_proxy_connections_shed_total", ["reason": "slow"]), 0)
+        XCTAssertEqual(value(metrics, "metrics_proxy_connections_shed_total", ["reason": "min_rate"]), 0)
+    }
+
     /// A request that trickles below `[listen] min_rate` is cut off in seconds, long before
     /// `request_timeout`; one sent slowly but above it is read whole.
     func testARequestBelowTheMinimumRateIsCutOffEarly() throws {
