@@ -103,12 +103,20 @@ public struct Window: Sendable {
         instances.count >= maxKeys && instances[InstanceKey(token: token, appName: appName, instanceId: instanceId)] == nil
     }
 
+    /// How many keys merging `metrics` would add: 0 without looking them up when all their
+    /// samples would fit beside up to `flagKeys` new flag keys.
+    private func newImpactKeys(_ metrics: [ImpactMetric], token: String, appName: @autoclosure () -> String,
+                               flagKeys: Int, maxKeys: Int) -> Int {
+        let samples = metrics.reduce(0) { $0 + $1.samples.count }
+        guard samples > 0, keyCount + flagKeys + samples > maxKeys else { return 0 }
+        return impact.newKeys(metrics, token: token, appName: appName())
+    }
+
     /// For a post read by the full decoder.
     func wouldExceed(_ maxKeys: Int, post: MetricsPost, token: String) -> Bool {
         if wouldAddInstance(beyond: maxKeys, token: token, appName: post.appName, instanceId: post.instanceId) { return true }
-        let samples = post.impact.metrics.reduce(0) { $0 + $1.samples.count }
-        let impactKeys = samples == 0 || keyCount + (post.bucket?.toggles.count ?? 0) + samples <= maxKeys ? 0
-            : impact.newKeys(post.impact.metrics, token: token, appName: post.appName)
+        let impactKeys = newImpactKeys(post.impact.metrics, token: token, appName: post.appName,
+                                       flagKeys: post.bucket?.toggles.count ?? 0, maxKeys: maxKeys)
         guard let b = post.bucket, keyCount + impactKeys + b.toggles.count > maxKeys else { return keyCount + impactKeys > maxKeys }
         let names = b.toggles.filter { $0.yes != 0 || $0.no != 0 }.map { FeatureName($0.name) }
         return wouldExceed(maxKeys, token: token, appName: post.appName, stop: b.stop, names: names, plus: impactKeys)
@@ -123,11 +131,8 @@ public struct Window: Sendable {
                             instanceId: (p.instanceId?.isEmpty ?? true) ? "default" : text(p.instanceId!)) {
             return true
         }
-        let samples = impact.reduce(0) { $0 + $1.samples.count }
-        let impactKeys = samples == 0 || keyCount + p.toggles.count + samples <= maxKeys ? 0
-            : self.impact.newKeys(impact, token: token, appName: text(p.appName))
+        let impactKeys = newImpactKeys(impact, token: token, appName: text(p.appName), flagKeys: p.toggles.count, maxKeys: maxKeys)
         guard keyCount + impactKeys + p.toggles.count > maxKeys else { return false }
-        guard p.toggles.count > 0 else { return true }
         let names = p.toggles.filter { $0.yes != 0 || $0.no != 0 }
             .map { t in
                 let bytes = UnsafeBufferPointer(rebasing: body[t.name])
