@@ -14,10 +14,11 @@ public final class Daemon {
     private let forwarder: Forwarder
     private let reverseProxy: ReverseProxy
     private var router: Router
-    private var ingest: Ingest
+    /// The open window with its journal: the one way a post gets in.
+    private let durable: DurableWindow
+    private let syncer: JournalSyncer?
     private var builder: BatchBuilder
     private var client: UpstreamClient
-    private var window: Window
     private var windowSequence: UInt64 = 0
     private var windowTimer: LoopEvent!
     private var drainTimer: LoopEvent!
@@ -29,6 +30,8 @@ public final class Daemon {
     /// window has logged a drop yet.
     private var impactDroppedAtOpen = 0
     private var impactLogged = false
+    /// The journal problem last logged, so a failing disk logs once, not once per post.
+    private var journalProblem: String?
     private let telemetry: Telemetry
 
     /// Batches the spool could not take wait in memory up to this many bytes.
@@ -47,9 +50,16 @@ public final class Daemon {
         forwarder = Forwarder(loop: loop, client: client, spool: spool, config: config, log: log, telemetry: telemetry)
         reverseProxy = ReverseProxy(client: client, log: log, maxInFlight: config.listen.forwardMaxInFlight)
         router = Router(prefix: config.listen.pathPrefix, forward: config.listen.forward)
-        ingest = Ingest(config)
         builder = BatchBuilder(mode: config.upstream.mode, maxBody: config.upstream.maxBody, proxyInstance: Self.hostName)
-        window = Window(opened: nowMillis(), registry: InstanceRegistry(config))
+        let journal = config.journalDir.map { Journal(dir: $0, fs: PosixFileSystem(), maxSize: config.journal.maxSize) }
+        durable = DurableWindow(config: config, journal: journal, opened: nowMillis())
+        if let journal, let every = config.journal.fsync {
+            let syncer = JournalSyncer(intervalMillis: every.milliseconds)
+            journal.onDescriptorChange = { syncer.track($0) }
+            self.syncer = syncer
+        } else {
+            syncer = nil
+        }
         server = try HTTPServer(loop: loop, config: config, log: log, telemetry: telemetry) { [unowned self] in self.handle($0) }
         reverseProxy.connections = server.guardian
         for hp in config.listen.tcp { try server.listenTCP(hp) }
@@ -57,6 +67,10 @@ public final class Daemon {
         // After the listeners: a port in use fails without touching the spool. Requests are
         // served only once the loop runs, after the spool has been scanned.
         try forwarder.openSpool()
+        // Before any request is served: the window the last run acknowledged comes back.
+        try recoverJournal()
+        syncer?.start()
+        forwarder.onProgress = { [unowned self] in if !self.durable.unreleased.isEmpty { self.releaseJournal() } }
         windowTimer = LoopEvent(loop: loop) { [unowned self] in self.windowElapsed() }
         drainTimer = LoopEvent(loop: loop) { [unowned self] in self.drainDeadline() }
         for sig in [SIGTERM, SIGINT] {
@@ -128,12 +142,18 @@ public final class Daemon {
             }
         case .selfMetrics:
             let now = nowMillis()
-            let gauges = SelfMetrics.Gauges(windowKeys: window.keyCount, spoolBatches: forwarder.spool.entries.count,
+            let window = durable.window
+            var gauges = SelfMetrics.Gauges(windowKeys: window.keyCount, spoolBatches: forwarder.spool.entries.count,
                                             spoolBytes: forwarder.spool.bytes,
                                             spoolOldestAgeSeconds: Double(forwarder.spool.oldestAge(now: now) ?? 0) / 1000,
                                             version: Version.string, connections: server.guardian.count,
                                             instancesRemembered: window.registry.count,
-                                            impactSeries: window.impact.keyCount, impactDropped: ingest.impactDropped)
+                                            impactSeries: window.impact.keyCount, impactDropped: durable.ingest.impactDropped)
+            if let j = durable.journal {
+                gauges.journal = .init(bytes: j.bytes, records: j.records, appendFailures: durable.ingest.journalFailures,
+                                       checkpoints: durable.checkpoints,
+                                       fsyncSeconds: syncer?.fsyncSeconds ?? Histogram(bounds: []))
+            }
             req.reply(200, Array(telemetry.metrics.render(gauges).utf8), contentType: "text/plain; version=0.0.4; charset=utf-8")
         case .methodNotAllowed(let allow):
             req.reply(405, ErrorBody.message("Method \(req.method) is not allowed here; use \(allow)"), headers: [("Allow", allow)])
@@ -159,13 +179,15 @@ public final class Daemon {
         var bytes = 0
         let answer = req.withBody { body -> Ingest.Answer in
             bytes = body.count
-            return ingest.accept(kind, headers: headers, body: body, into: &window, now: now) { req.header($0) }
+            return durable.accept(kind, headers: headers, body: body, now: now) { req.header($0) }
         }
         if kind == .metrics { telemetry.metrics.notePost(bytes: bytes, status: answer.status) }
         switch answer {
         case .accepted:
             if kind == .metrics { postsInWindow += 1 }
             req.reply(202)
+            if durable.journal != nil { journalled(now: now) }
+            let ingest = durable.ingest
             let dropped = ingest.impactDropped.values.reduce(0, +)
             if dropped > impactDroppedAtOpen, !impactLogged {
                 impactLogged = true // once per window; the window-closed line has the count
@@ -186,6 +208,73 @@ public final class Daemon {
                          [("max_keys", "\(config.limits.maxKeys)")])
             }
             req.reply(503, body, headers: [("Retry-After", "\(max(1, config.window.interval.milliseconds / 1000))")])
+        case .unavailable(let body):
+            if let failure = durable.ingest.journalFailure, journalProblem != failure.description {
+                journalProblem = failure.description
+                log.error("journal append failed; posts are answered 503 (the SDKs keep their counts and retry) until it works",
+                          [("error", failure.description), ("metric", "metrics_proxy_journal_append_failures_total")])
+            }
+            req.reply(503, body, headers: [("Retry-After", "1")])
+        }
+    }
+
+    /// After a journalled post: the fsync thread has work, and a large journal is checkpointed.
+    private func journalled(now: Int64) {
+        syncer?.markDirty()
+        if journalProblem != nil {
+            journalProblem = nil
+            log.info("journal appends recovered")
+        }
+        let started = monotonicMillis()
+        switch durable.checkpointIfDue(now: now) {
+        case .success(true):
+            log.info("journal checkpoint", [("bytes", "\(durable.journal!.bytes)"), ("keys", "\(durable.window.keyCount)"),
+                                            ("ms", "\(monotonicMillis() - started)")])
+        case .success(false): break
+        case .failure(let e):
+            // The journal goes on growing; the next post tries again.
+            if journalProblem != e.description {
+                journalProblem = e.description
+                log.error("journal checkpoint failed; the journal keeps growing until one succeeds", [("error", e.description)])
+            }
+        }
+    }
+
+    // MARK: journal
+
+    /// Replays what the last run journalled but did not spool, and removes the segments the
+    /// spool already covers.
+    private func recoverJournal() throws(StartupError) {
+        guard let journal = durable.journal else { return }
+        let started = monotonicMillis()
+        let r: DurableWindow.Recovery
+        do {
+            r = try durable.recover(spooled: Set(forwarder.spool.entries.flatMap(\.journal)), config: config)
+        } catch {
+            throw StartupError("journal \(journal.dir) is not usable: \(error)")
+        }
+        telemetry.metrics.journalReplayed = r.records
+        telemetry.metrics.journalTorn = r.damaged.count
+        postsInWindow = r.records
+        for (segment, d) in r.damaged {
+            log.warn("journal tail dropped (a post whose answer never left, or damage)",
+                     [("file", journal.path(segment)), ("offset", "\(d.offset)"), ("bytes", "\(d.bytes)"), ("reason", d.reason)])
+        }
+        if r.refused > 0 {
+            log.error("journal records the replay could not merge", [("records", "\(r.refused)")])
+        }
+        if !r.segments.isEmpty || !r.skipped.isEmpty {
+            log.info("journal replayed", [("records", "\(r.records)"), ("segments", "\(r.segments.count)"), ("bytes", "\(r.bytes)"),
+                                         ("already_spooled", "\(r.skipped.count)"), ("keys", "\(durable.window.keyCount)"),
+                                         ("ms", "\(monotonicMillis() - started)")])
+        }
+    }
+
+    /// Removes the journal segments of closed windows whose batches are all in the spool.
+    private func releaseJournal() {
+        if let e = durable.release(unspooled: forwarder.outbox.memoryOnlyIds) {
+            log.error("cannot remove a spooled window's journal segment; a restart would count it again unless removed",
+                      [("error", e.description)])
         }
     }
 
@@ -198,27 +287,37 @@ public final class Daemon {
 
     private func closeWindow() {
         let now = nowMillis()
+        let window = durable.window
         // The registry goes on to the next window, empty or not.
-        guard !window.isEmpty else { window = window.next(opened: now, config: config).window; return }
+        guard !window.isEmpty else {
+            _ = durable.close(now: now, sequence: windowSequence, builder: builder, config: config)
+            releaseJournal()
+            return
+        }
         // Close times number the windows, so batch ids sort in order across restarts too.
         windowSequence = max(UInt64(max(0, now)), windowSequence + 1)
         let started = monotonicMillis()
-        let batches = builder.batches(from: window, sequence: windowSequence, closedAt: now)
+        let (batches, forgotten, failure) = durable.close(now: now, sequence: windowSequence, builder: builder, config: config)
         let serialized = monotonicMillis()
+        if let failure {
+            log.error("journal: cannot start a segment for the new window; posts are answered 503 until one starts",
+                      [("error", failure.description)])
+        }
         let (posts, keys, instances, impactSeries) = (postsInWindow, window.keyCount, window.instances.count, window.impact.keyCount)
-        let forgotten: Int
-        (window, forgotten) = window.next(opened: now, config: config)
         postsInWindow = 0
         keyCapLogged = false
-        let impactDropped = ingest.impactDropped.values.reduce(0, +)
+        let impactDropped = durable.ingest.impactDropped.values.reduce(0, +)
         let droppedInWindow = impactDropped - impactDroppedAtOpen
         impactDroppedAtOpen = impactDropped
         impactLogged = false
+        // The spool first, then the journal segments go: a crash between the two finds the
+        // segments named in the spooled batches and does not count them again.
         forwarder.enqueue(batches)
+        releaseJournal()
         telemetry.metrics.windowsClosed += 1
         // Logged after the batches are in the spool (or, if the disk failed, held in memory).
         log.info("window closed", [("window", "\(windowSequence)"), ("posts", "\(posts)"), ("keys", "\(keys)"),
-                                   ("instances", "\(instances)"), ("instances_remembered", "\(window.registry.count)"),
+                                   ("instances", "\(instances)"), ("instances_remembered", "\(durable.window.registry.count)"),
                                    ("instances_forgotten", "\(forgotten)"),
                                    ("impact_series", "\(impactSeries)"), ("impact_metrics_dropped", "\(droppedInWindow)"),
                                    ("batches", "\(batches.count)"),
@@ -256,7 +355,7 @@ public final class Daemon {
         log.level = applied.log.level
         log.format = applied.log.format
         router = Router(prefix: applied.listen.pathPrefix, forward: applied.listen.forward)
-        ingest.reconfigure(applied)
+        durable.reconfigure(applied)
         builder = BatchBuilder(mode: applied.upstream.mode, maxBody: applied.upstream.maxBody, proxyInstance: Self.hostName)
         server.update(applied)
         forwarder.update(applied, client: client)

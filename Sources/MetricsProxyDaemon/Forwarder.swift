@@ -18,6 +18,8 @@ final class Forwarder {
     private var spoolProblem: String?
     /// Called whenever nothing is waiting and nothing is in flight.
     var onDrained: (() -> Void)?
+    /// Called when batches held only in memory may have reached the spool or the upstream.
+    var onProgress: (() -> Void)?
     /// Batches delivered since start, for the exit log (the rest is counted in Telemetry).
     private(set) var delivered = 0
 
@@ -109,10 +111,12 @@ final class Forwarder {
                 spoolRecovered()
             } catch {
                 spoolFailed(error, batch: b.id)
+                onProgress?()
                 return
             }
         }
         applyCaps()
+        onProgress?()
     }
 
     private func spoolFailed(_ error: FSError, batch: String) {
@@ -236,6 +240,7 @@ final class Forwarder {
                 }
             }
         }
+        if !batch.spooled { onProgress?() }
         pump()
     }
 

@@ -49,6 +49,16 @@ public struct Config: Sendable, Equatable {
         public var interval: Duration = .zero
     }
 
+    public struct Journal: Sendable, Equatable {
+        /// Where accepted posts are journalled; "auto": `journal/` inside the spool directory;
+        /// nil (`off`): no journal, and a kill loses the open window.
+        public var dir: String? = "auto"
+        /// How often the journal is fsynced, off the loop; nil (`off`): left to the kernel.
+        public var fsync: Duration? = nil
+        /// Past this many bytes the open window is checkpointed.
+        public var maxSize = 0
+    }
+
     public struct Retry: Sendable, Equatable {
         public var initial: Duration = .zero
         public var max: Duration = .zero
@@ -80,9 +90,16 @@ public struct Config: Sendable, Equatable {
     public var upstream = Upstream()
     public var window = Window()
     public var spool = Spool()
+    public var journal = Journal()
     public var retry = Retry()
     public var limits = Limits()
     public var log = Log()
+
+    /// The journal's directory, if the journal is on.
+    public var journalDir: String? {
+        guard let d = journal.dir else { return nil }
+        return d == "auto" ? "\(spool.dir)/journal" : d
+    }
 
     /// Every key at its default.
     public init() { self.init(ConfigKey.table) }

@@ -155,6 +155,20 @@ public struct ConfigKey {
                 guard let r = Double(text), r >= 0, r.isFinite else { throw bad("expected requests per second, such as 20 or 20/s (0: no limit)") }
                 return r
             },
+            .value("journal", "dir", \.journal.dir, default: "auto", live: false) { v, bad throws(ConfigError) -> String? in
+                guard !v.isEmpty else { throw bad("expected a directory, auto or off") }
+                if v.lowercased() == "off" { return nil }
+                if v.lowercased() == "auto" { return "auto" }
+                var d = v
+                while d.count > 1, d.hasSuffix("/") { d.removeLast() }
+                return d
+            },
+            .value("journal", "fsync", \.journal.fsync, default: "1s", live: false) { v, bad throws(ConfigError) -> Duration? in
+                v.lowercased() == "off" ? nil : try V.duration(v, { bad("expected off or an interval such as 1s: \($0)") })
+            },
+            .value("journal", "max_size", \.journal.maxSize, default: "64MiB") { v, bad throws(ConfigError) in
+                try V.size(v, min: 1 << 20, bad)
+            },
         ]
     }
 

@@ -28,6 +28,16 @@ public protocol FileSystem: AnyObject {
     /// fsync on the directory, so a rename in it survives a crash.
     func syncDirectory(_ dir: String) throws(FSError)
     func remove(_ path: String) throws(FSError)
+
+    // The journal's appends.
+
+    /// Opens `path` for appending (creating it, failing if it exists, when `create`).
+    func openAppend(_ path: String, mode: UInt32, create: Bool) throws(FSError) -> Int32
+    /// Writes all of `head`, then all of `body`, at the end of the file.
+    func append(_ fd: Int32, path: String, _ head: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) throws(FSError)
+    /// Cuts the file back to `size` bytes (a failed append leaves nothing behind).
+    func truncate(_ fd: Int32, path: String, to size: Int) throws(FSError)
+    func closeFile(_ fd: Int32)
 }
 
 /// The real disk, through POSIX calls.
@@ -106,4 +116,40 @@ public final class PosixFileSystem: FileSystem {
     public func remove(_ path: String) throws(FSError) {
         guard unlink(path) == 0 || errno == ENOENT else { throw fail("unlink", path) }
     }
+
+    public func openAppend(_ path: String, mode: UInt32, create: Bool) throws(FSError) -> Int32 {
+        let flags = O_WRONLY | O_APPEND | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0)
+        let fd = open(path, flags, mode_t(mode))
+        guard fd >= 0 else { throw fail(create ? "create" : "open", path) }
+        return fd
+    }
+
+    public func append(_ fd: Int32, path: String, _ head: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) throws(FSError) {
+        var parts = [iovec(iov_base: UnsafeMutableRawPointer(mutating: head.baseAddress), iov_len: head.count),
+                     iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress), iov_len: body.count)]
+        var first = 0
+        while first < 2 {
+            if parts[first].iov_len == 0 { first += 1; continue }
+            let n = parts[first...].withUnsafeBufferPointer { writev(fd, $0.baseAddress, Int32($0.count)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw fail("write", path)
+            }
+            // A short write (a full disk part way): go on from where it stopped.
+            var left = n
+            while left > 0, first < 2 {
+                let take = min(left, parts[first].iov_len)
+                parts[first].iov_base = parts[first].iov_base.map { $0 + take }
+                parts[first].iov_len -= take
+                left -= take
+                if parts[first].iov_len == 0 { first += 1 }
+            }
+        }
+    }
+
+    public func truncate(_ fd: Int32, path: String, to size: Int) throws(FSError) {
+        guard ftruncate(fd, off_t(size)) == 0 else { throw fail("ftruncate", path) }
+    }
+
+    public func closeFile(_ fd: Int32) { close(fd) }
 }

@@ -41,6 +41,11 @@ public struct Outbox: Sendable {
             .sorted { $0.id < $1.id }
     }
 
+    /// Ids of every batch whose body is only in memory, in flight or not.
+    public var memoryOnlyIds: Set<String> {
+        Set(queues.values.flatMap { $0.batches.filter { !$0.spooled }.map(\.id) })
+    }
+
     /// Queues batches; returns the in-memory ones dropped to stay under `maxBytes`.
     public mutating func add(_ batches: [Batch]) -> [Batch] {
         for b in batches {

@@ -14,6 +14,8 @@ public final class Spool {
         public var fileBytes: Int
         public var created: Int64
         public var entries: Int
+        /// The journal segments its window came from.
+        public var journal: [UInt64] = []
     }
 
     public enum DropReason: String, Sendable, CaseIterable {
@@ -57,7 +59,8 @@ public final class Spool {
                     let bytes = try fs.read(path)
                     let b = try SpoolFile.decode(bytes)
                     guard "\(b.id).batch" == name else { throw SpoolFile.Corrupt(reason: "id \(b.id) does not match the file name") }
-                    entries.append(Entry(id: b.id, token: b.token, path: b.path, fileBytes: bytes.count, created: b.created, entries: b.entries))
+                    entries.append(Entry(id: b.id, token: b.token, path: b.path, fileBytes: bytes.count, created: b.created,
+                                         entries: b.entries, journal: b.journal))
                     self.bytes += bytes.count
                 } catch let e as SpoolFile.Corrupt {
                     try setAsideCorrupt(name)
@@ -92,7 +95,7 @@ public final class Spool {
             throw error
         }
         let entry = Entry(id: batch.id, token: batch.token, path: batch.path, fileBytes: bytes.count,
-                          created: batch.created, entries: batch.entries)
+                          created: batch.created, entries: batch.entries, journal: batch.journal)
         let i = entries.firstIndex { $0.id > batch.id } ?? entries.endIndex
         entries.insert(entry, at: i)
         self.bytes += bytes.count

@@ -12,6 +12,7 @@ import CZlib
 /// path: /client/metrics/bulk
 /// entries: 42
 /// token: default:development.secret
+/// journal: 41,42
 /// length: 5120
 /// crc32: 89abcdef
 ///
@@ -27,7 +28,9 @@ public enum SpoolFile {
 
     public static func encode(_ b: Batch) -> [UInt8] {
         var head = "\(magic)\nid: \(b.id)\ncreated: \(b.created)\nattempts: \(b.attempts)\npath: \(b.path)\n"
-        head += "entries: \(b.entries)\ntoken: \(b.token)\nlength: \(b.body.count)\n"
+        head += "entries: \(b.entries)\ntoken: \(b.token)\n"
+        if !b.journal.isEmpty { head += "journal: \(b.journal.map { String($0) }.joined(separator: ","))\n" }
+        head += "length: \(b.body.count)\n"
         let headBytes = Array(head.utf8)
         let sum = crc(headBytes, b.body)
         return headBytes + Array("crc32: \(hex(sum))\n\n".utf8) + b.body
@@ -63,7 +66,13 @@ public enum SpoolFile {
             throw Corrupt(reason: "missing header field")
         }
         guard length == body.count else { throw Corrupt(reason: "body is \(body.count) bytes, header says \(length)") }
-        return Batch(id: id, token: token, path: path, body: body, created: created, attempts: attempts, entries: entries)
+        var b = Batch(id: id, token: token, path: path, body: body, created: created, attempts: attempts, entries: entries)
+        if let j = fields["journal"] {
+            let segments = j.split(separator: ",").map { UInt64($0) }
+            guard !segments.contains(nil) else { throw Corrupt(reason: "journal segments \"\(j)\" do not parse") }
+            b.journal = segments.map { $0! }
+        }
+        return b
     }
 
     static func crc(_ a: [UInt8], _ b: [UInt8]) -> UInt32 {

@@ -1,3 +1,5 @@
+import Glibc
+
 /// The one way in: every metrics post and registration reaches the open window through
 /// `accept`, which owns every rule of ingest — the body checks and decoders (`Intake`), the
 /// fast path and its scratch space, `[limits]` and the key cap, the fill of SDK fields from
@@ -33,13 +35,16 @@ public struct Ingest {
         /// 503: the window holds `[limits] max_keys` and the post would add to them. The SDK
         /// keeps its counts and retries once the window has closed.
         case windowFull(body: [UInt8])
+        /// 503: the post could not be journalled (a full or failing disk), so it is not
+        /// acknowledged; the SDK keeps its counts and retries.
+        case unavailable(body: [UInt8])
 
         public var status: Int {
             switch self {
             case .accepted: return 202
             case .refused(let status, _): return status
             case .invalid: return 400
-            case .windowFull: return 503
+            case .windowFull, .unavailable: return 503
             }
         }
     }
@@ -63,6 +68,9 @@ public struct Ingest {
     /// Impact metrics of accepted posts dropped alone, by reason (the rest of each post was
     /// kept): counted here and on /metrics, never lost without a trace.
     public private(set) var impactDropped: [ImpactDrop: Int] = [:]
+    /// The last journal append that failed (its post was answered 503), for the log.
+    public private(set) var journalFailure: FSError?
+    public private(set) var journalFailures = 0
 
     /// Takes a reloaded configuration, keeping the scratch space and the counts.
     public mutating func reconfigure(_ config: Config) {
@@ -72,9 +80,11 @@ public struct Ingest {
 
     /// Decides `body` (as received: it may be gzip or deflate), and merges it into `window`
     /// when it is accepted; nothing else touches the window. `header` looks up any other
-    /// request header, and is asked only when an SDK field is missing from the body.
+    /// request header, and is asked only when an SDK field is missing from the body. With a
+    /// `journal`, an accepted post is appended to it before it is merged; if the append fails
+    /// the post is answered `.unavailable` and the window is untouched.
     public mutating func accept(_ kind: Kind, headers: Headers, body: UnsafeBufferPointer<UInt8>, into window: inout Window,
-                                now: Int64, header: (String) -> String?) -> Answer {
+                                now: Int64, journal: Journal? = nil, header: (String) -> String?) -> Answer {
         let interval = headers.interval.flatMap(Double.init)
         var noFastPath: FastPost? = nil // registrations are read by the full decoder
         let outcome = kind == .metrics ? intake.evaluate(kind, headers, body: body, fast: &scratch)
@@ -84,6 +94,7 @@ public struct Ingest {
             var impact = scratch!.impact ?? ImpactMetrics()
             if !impact.metrics.isEmpty { intake.limits.trim(&impact) }
             if window.wouldExceed(maxKeys, fast: scratch!, body: body, token: token, impact: impact.metrics) { return windowFull }
+            if let journal, let failed = record(kind, token, headers, body, now, journal, header) { return failed }
             // Merged now, while the body the post was read from is still valid.
             let dropped = window.merge(scratch!, body: body, token: token, interval: interval, now: now, header: header,
                                        impact: impact.metrics)
@@ -95,6 +106,7 @@ public struct Ingest {
         case .metrics(var post, let token):
             intake.limits.trim(&post.impact)
             if window.wouldExceed(maxKeys, post: post, token: token) { return windowFull }
+            if let journal, let failed = record(kind, token, headers, body, now, journal, header) { return failed }
             post.sdk.fillFromHeaders(header)
             let dropped = window.merge(post, token: token, interval: interval, now: now)
             impactDropped.merge(post.impact.dropped, uniquingKeysWith: +)
@@ -104,6 +116,7 @@ public struct Ingest {
             if window.wouldAddInstance(beyond: maxKeys, token: token, appName: r.appName, instanceId: r.instanceId) {
                 return windowFull
             }
+            if let journal, let failed = record(kind, token, headers, body, now, journal, header) { return failed }
             r.sdk.fillFromHeaders(header)
             window.noteInstance(token: token, appName: r.appName, instanceId: r.instanceId, sdk: r.sdk, interval: r.interval,
                                 started: r.started, strategies: r.strategies, now: now)
@@ -115,8 +128,25 @@ public struct Ingest {
 
     /// `accept` on a body held in an array (tests, fuzzers).
     public mutating func accept(_ kind: Kind, headers: Headers, body: [UInt8], into window: inout Window, now: Int64,
-                                header: (String) -> String? = { _ in nil }) -> Answer {
-        body.withUnsafeBufferPointer { accept(kind, headers: headers, body: $0, into: &window, now: now, header: header) }
+                                journal: Journal? = nil, header: (String) -> String? = { _ in nil }) -> Answer {
+        body.withUnsafeBufferPointer { accept(kind, headers: headers, body: $0, into: &window, now: now, journal: journal, header: header) }
+    }
+
+    /// Appends an accepted post to the journal: the body as received, the token it is filed
+    /// under, and the headers ingest may read for it. Returns the answer if that failed.
+    private mutating func record(_ kind: Kind, _ token: String, _ headers: Headers, _ body: UnsafeBufferPointer<UInt8>, _ now: Int64,
+                                 _ journal: Journal, _ header: (String) -> String?) -> Answer? {
+        var sdkHeaders: [(name: String, value: String)] = []
+        for f in SDKField.all { if let h = f.header, let v = header(h) { sdkHeaders.append((h, v)) } }
+        do {
+            try journal.append(kind: kind, now: now, token: token, headers: headers, sdkHeaders: sdkHeaders,
+                               body: UnsafeRawBufferPointer(body))
+            return nil
+        } catch {
+            journalFailure = error
+            journalFailures += 1
+            return .unavailable(body: ErrorBody.message("metrics-proxy cannot journal this post (\(error.code == ENOSPC ? "disk full" : "disk error")); retry"))
+        }
     }
 
     private var windowFull: Answer {

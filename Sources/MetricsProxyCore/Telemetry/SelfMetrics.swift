@@ -20,6 +20,10 @@ public struct SelfMetrics: Sendable {
     /// Connections the proxy closed to keep others served, by reason: `idle` and `slow` at
     /// `max_connections`, `min_rate` for a request below `[listen] min_rate`.
     public var connectionsShed: [String: Int] = ["idle": 0, "slow": 0, "min_rate": 0]
+    /// Journal records merged again at start, and unreadable tails dropped (a post whose
+    /// answer never left, or damage).
+    public var journalReplayed = 0
+    public var journalTorn = 0
 
     /// One metric post answered with `status`, its body `bytes` long.
     public mutating func notePost(bytes: Int, status: Int) {
@@ -45,6 +49,25 @@ public struct SelfMetrics: Sendable {
         public var impactSeries: Int
         /// Impact metrics of accepted posts dropped alone, by reason (`Ingest.impactDropped`).
         public var impactDropped: [ImpactDrop: Int]
+        /// The open window's journal: bytes and records; appends that failed (answered 503),
+        /// checkpoints written; the fsync thread's latencies. Nil when the journal is off.
+        public var journal: Journal?
+
+        public struct Journal: Sendable {
+            public var bytes: Int
+            public var records: Int
+            public var appendFailures: Int
+            public var checkpoints: Int
+            public var fsyncSeconds: Histogram
+
+            public init(bytes: Int, records: Int, appendFailures: Int, checkpoints: Int, fsyncSeconds: Histogram) {
+                self.bytes = bytes
+                self.records = records
+                self.appendFailures = appendFailures
+                self.checkpoints = checkpoints
+                self.fsyncSeconds = fsyncSeconds
+            }
+        }
 
         public init(windowKeys: Int, spoolBatches: Int, spoolBytes: Int, spoolOldestAgeSeconds: Double, version: String,
                     connections: Int = 0, instancesRemembered: Int = 0, impactSeries: Int = 0, impactDropped: [ImpactDrop: Int] = [:]) {
@@ -101,15 +124,34 @@ public struct SelfMetrics: Sendable {
         sample("metrics_proxy_windows_closed_total", Double(windowsClosed))
         family("metrics_proxy_upstream_requests_total", "counter", "Upstream metric requests, by status code (error: no answer).")
         for code in upstreamRequests.keys.sorted() { sample("metrics_proxy_upstream_requests_total", [("code", code)], Double(upstreamRequests[code]!)) }
-        family("metrics_proxy_upstream_request_seconds", "histogram", "Duration of upstream metric requests.")
-        var cumulative = 0
-        for (i, bound) in upstreamSeconds.bounds.enumerated() {
-            cumulative += upstreamSeconds.counts[i]
-            sample("metrics_proxy_upstream_request_seconds_bucket", [("le", format(bound))], Double(cumulative))
+        func histogram(_ name: String, _ help: String, _ h: Histogram) {
+            family(name, "histogram", help)
+            var cumulative = 0
+            for (i, bound) in h.bounds.enumerated() {
+                cumulative += h.counts[i]
+                sample("\(name)_bucket", [("le", format(bound))], Double(cumulative))
+            }
+            sample("\(name)_bucket", [("le", "+Inf")], Double(h.count))
+            sample("\(name)_sum", h.sum)
+            sample("\(name)_count", Double(h.count))
         }
-        sample("metrics_proxy_upstream_request_seconds_bucket", [("le", "+Inf")], Double(upstreamSeconds.count))
-        sample("metrics_proxy_upstream_request_seconds_sum", upstreamSeconds.sum)
-        sample("metrics_proxy_upstream_request_seconds_count", Double(upstreamSeconds.count))
+        histogram("metrics_proxy_upstream_request_seconds", "Duration of upstream metric requests.", upstreamSeconds)
+        if let j = g.journal {
+            family("metrics_proxy_journal_bytes", "gauge", "Bytes of journal holding the open window's posts.")
+            sample("metrics_proxy_journal_bytes", Double(j.bytes))
+            family("metrics_proxy_journal_records", "gauge", "Posts journalled in the open window (a checkpoint counts as its records).")
+            sample("metrics_proxy_journal_records", Double(j.records))
+            family("metrics_proxy_journal_replayed_records_total", "counter", "Journal records merged again at start.")
+            sample("metrics_proxy_journal_replayed_records_total", Double(journalReplayed))
+            family("metrics_proxy_journal_torn_records_total", "counter",
+                   "Unreadable journal tails dropped at start (a post whose answer never left, or damage).")
+            sample("metrics_proxy_journal_torn_records_total", Double(journalTorn))
+            family("metrics_proxy_journal_append_failures_total", "counter", "Posts answered 503 because the journal could not take them.")
+            sample("metrics_proxy_journal_append_failures_total", Double(j.appendFailures))
+            family("metrics_proxy_journal_checkpoints_total", "counter", "Open windows written whole to restart the journal ([journal] max_size).")
+            sample("metrics_proxy_journal_checkpoints_total", Double(j.checkpoints))
+            histogram("metrics_proxy_journal_fsync_seconds", "Duration of the journal's fsync, off the event loop.", j.fsyncSeconds)
+        }
         family("metrics_proxy_spool_batches", "gauge", "Batches waiting in the spool.")
         sample("metrics_proxy_spool_batches", Double(g.spoolBatches))
         family("metrics_proxy_spool_bytes", "gauge", "Bytes of the batches waiting in the spool.")

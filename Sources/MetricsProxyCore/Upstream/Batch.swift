@@ -15,6 +15,9 @@ public struct Batch: Sendable, Equatable {
     public var entries: Int
     /// On disk in the spool: the body is read back from there to send it, not kept in memory.
     public var spooled = false
+    /// The journal segments whose posts this batch's window holds: at start, a segment the
+    /// spool already covers is not replayed again.
+    public var journal: [UInt64] = []
 
     public init(id: String, token: String, path: String, body: [UInt8], created: Int64, attempts: Int = 0, entries: Int) {
         self.id = id
