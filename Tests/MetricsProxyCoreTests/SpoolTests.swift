@@ -2,27 +2,61 @@ import Glibc
 import XCTest
 @testable import MetricsProxyCore
 
-/// A file system in memory whose next operations can be told to fail, or to tear a write.
+/// A file system in memory whose next operations can be told to fail, or to tear a write; or
+/// that dies (a kill -9) at its `crashAt`-th change to the disk: that change is half done, and
+/// every operation after it fails until `revive()`. What it holds then is what the disk holds.
 final class ScriptedFileSystem: FileSystem {
     var files: [String: [UInt8]] = [:]
     var dirs: Set<String> = []
     /// errno for the next `writeNew` calls (one per element), e.g. ENOSPC.
     var writeFaults: [Int32] = []
+    /// errno for the next `append` calls, e.g. ENOSPC (nothing is written).
+    var appendFaults: [Int32] = []
     /// Write only this many bytes and then fail with EIO (a crash mid-write looks the same).
     var tearNextWriteAt: Int?
     var readFaults: [Int32] = []
+    /// Changes to the disk so far, and the one the process dies at.
+    private(set) var changes = 0
+    var crashAt: Int?
+    private(set) var crashed = false
+    private var descriptors: [Int32: String] = [:]
+    private var nextDescriptor: Int32 = 3
 
-    func makeDirectory(_ path: String, mode: UInt32) throws(FSError) { dirs.insert(path) }
+    /// A fresh process on the same disk.
+    func revive() {
+        crashed = false
+        crashAt = nil
+        descriptors = [:]
+    }
+
+    /// Counts a change; at `crashAt` it dies, doing `half` first (a torn write).
+    private func change(_ op: String, _ path: String, half: () -> Void = {}) throws(FSError) {
+        if crashed { throw FSError(code: EIO, operation: "\(op) after the crash", path: path) }
+        changes += 1
+        if let c = crashAt, changes >= c {
+            half()
+            crashed = true
+            throw FSError(code: EIO, operation: "\(op) (crash)", path: path)
+        }
+    }
+
+    func makeDirectory(_ path: String, mode: UInt32) throws(FSError) {
+        try change("mkdir", path)
+        dirs.insert(path)
+    }
     func list(_ dir: String) throws(FSError) -> [String] {
-        files.keys.filter { $0.hasPrefix(dir + "/") && !$0.dropFirst(dir.count + 1).contains("/") }.map { String($0.dropFirst(dir.count + 1)) }
+        if crashed { throw FSError(code: EIO, operation: "list after the crash", path: dir) }
+        return files.keys.filter { $0.hasPrefix(dir + "/") && !$0.dropFirst(dir.count + 1).contains("/") }.map { String($0.dropFirst(dir.count + 1)) }
     }
     func read(_ path: String) throws(FSError) -> [UInt8] {
+        if crashed { throw FSError(code: EIO, operation: "read after the crash", path: path) }
         if !readFaults.isEmpty { throw FSError(code: readFaults.removeFirst(), operation: "read", path: path) }
         guard let f = files[path] else { throw FSError(code: ENOENT, operation: "open", path: path) }
         return f
     }
     func writeNew(_ path: String, _ bytes: [UInt8], mode: UInt32) throws(FSError) {
         XCTAssertEqual(mode, 0o600)
+        try change("write", path) { files[path] = Array(bytes.prefix(bytes.count / 2)) }
         if !writeFaults.isEmpty { throw FSError(code: writeFaults.removeFirst(), operation: "write", path: path) }
         if let n = tearNextWriteAt {
             tearNextWriteAt = nil
@@ -32,11 +66,41 @@ final class ScriptedFileSystem: FileSystem {
         files[path] = bytes
     }
     func rename(_ from: String, _ to: String) throws(FSError) {
+        try change("rename", from)
         guard let f = files.removeValue(forKey: from) else { throw FSError(code: ENOENT, operation: "rename", path: from) }
         files[to] = f
     }
-    func syncDirectory(_ dir: String) throws(FSError) {}
-    func remove(_ path: String) throws(FSError) { files[path] = nil }
+    func syncDirectory(_ dir: String) throws(FSError) { try change("fsync", dir) }
+    func remove(_ path: String) throws(FSError) {
+        try change("unlink", path)
+        files[path] = nil
+    }
+    func openAppend(_ path: String, mode: UInt32, create: Bool) throws(FSError) -> Int32 {
+        XCTAssertEqual(mode, 0o600)
+        try change("open", path) { if create { files[path] = [] } }
+        if create {
+            guard files[path] == nil else { throw FSError(code: EEXIST, operation: "create", path: path) }
+            files[path] = []
+        } else {
+            guard files[path] != nil else { throw FSError(code: ENOENT, operation: "open", path: path) }
+        }
+        nextDescriptor += 1
+        descriptors[nextDescriptor] = path
+        return nextDescriptor
+    }
+    func append(_ fd: Int32, path: String, _ head: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) throws(FSError) {
+        guard let file = descriptors[fd] else { throw FSError(code: EBADF, operation: "write", path: path) }
+        let all = Array(head) + Array(body)
+        try change("write", file) { files[file, default: []] += all.prefix(all.count / 2) }
+        if !appendFaults.isEmpty { throw FSError(code: appendFaults.removeFirst(), operation: "write", path: path) }
+        files[file, default: []] += all
+    }
+    func truncate(_ fd: Int32, path: String, to size: Int) throws(FSError) {
+        guard let file = descriptors[fd] else { throw FSError(code: EBADF, operation: "ftruncate", path: path) }
+        try change("ftruncate", file)
+        files[file] = Array(files[file, default: []].prefix(size))
+    }
+    func closeFile(_ fd: Int32) { descriptors[fd] = nil }
 }
 
 final class SpoolTests: XCTestCase {

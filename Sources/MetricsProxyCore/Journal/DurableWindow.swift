@@ -104,12 +104,13 @@ public final class DurableWindow {
     /// configuration now (which may have changed) turns it away.
     static func replayConfig(_ config: Config) -> Config {
         var c = config
-        c.listen.maxBody = .max
+        let unbounded = Int.max / 4 // room for the `+ 1`s of the checks
+        c.listen.maxBody = unbounded
         c.listen.allowTokens = []
         c.upstream.token = nil
-        c.limits.maxKeys = .max
-        c.limits.maxTogglesPerPost = .max
-        c.limits.maxNameLength = .max
+        c.limits.maxKeys = unbounded
+        c.limits.maxTogglesPerPost = unbounded
+        c.limits.maxNameLength = unbounded
         return c
     }
 

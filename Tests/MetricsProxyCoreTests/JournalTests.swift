@@ -1,0 +1,285 @@
+import Foundation
+import Glibc
+import XCTest
+@testable import MetricsProxyCore
+
+final class JournalTests: XCTestCase {
+    static let token = "default:development.secret"
+    static let now: Int64 = 1_796_378_400_000 // 2026-12-04T10:00:00Z
+    let json = Ingest.Headers(contentType: "application/json", authorization: token)
+
+    static func post(_ flags: [String], instance: String = "i1", impact: String? = nil) -> [UInt8] {
+        let toggles = flags.map { #""\#($0)":{"yes":1,"no":0,"variants":{}}"# }.joined(separator: ",")
+        var body = #"{"appName":"shop","instanceId":"\#(instance)","bucket":{"start":"2026-12-04T10:00:00Z","stop":"2026-12-04T10:00:10Z","toggles":{\#(toggles)}}"#
+        if let impact { body += #","impactMetrics":[\#(impact)]"# }
+        return Array((body + "}").utf8)
+    }
+
+    var config: Config {
+        var c = Config()
+        c.spool.dir = "/s"
+        return c
+    }
+
+    /// The flag counts every upstream body of `window` holds, by feature name.
+    static func counts(_ window: Window) -> [String: Int] {
+        let builder = BatchBuilder(mode: .bulk, maxBody: 1 << 30)
+        return counts(builder.batches(from: window, sequence: 1, closedAt: now + 60_000).map(\.body))
+    }
+
+    static func counts(_ bodies: [[UInt8]]) -> [String: Int] {
+        var out: [String: Int] = [:]
+        for body in bodies {
+            let o = try! JSONSerialization.jsonObject(with: Data(body)) as! [String: Any]
+            for m in o["metrics"] as? [[String: Any]] ?? [] { out[m["featureName"] as! String, default: 0] += m["yes"] as! Int }
+        }
+        return out
+    }
+
+    /// Every upstream body of `window`, as text: what the upstream would learn from it.
+    static func upstreamBodies(_ window: Window) -> [String] {
+        BatchBuilder(mode: .bulk, maxBody: 1 << 30).batches(from: window, sequence: 1, closedAt: now + 60_000)
+            .map { String(decoding: $0.body, as: UTF8.self) }
+    }
+
+    // MARK: records
+
+    func testRecordsRoundTripAndEveryTearOrFlipIsCaught() throws {
+        let records = [
+            JournalRecord(kind: .metrics, now: Self.now, token: Self.token, headers: json, body: Self.post(["a"])),
+            JournalRecord(kind: .register, now: Self.now + 1, token: "t2",
+                          headers: Ingest.Headers(contentType: "application/json; charset=utf-8", contentEncoding: "gzip", interval: "15000"),
+                          sdkHeaders: [("unleash-sdk", "unleash-client-python:6.9.1")], body: BodyInflater.gzip(Self.post(["b"]))),
+            JournalRecord(kind: .metrics, now: -5, token: "t", headers: Ingest.Headers(), body: []),
+        ]
+        let bytes = Array(JournalSegment.magic.utf8) + records.flatMap { JournalEncoder.encode($0) }
+        var read: [JournalRecord] = []
+        XCTAssertNil(JournalReader.read(bytes) { if case .post(var r, let body) = $0 { r.body = Array(body); read.append(r) } })
+        XCTAssertEqual(read, records.map { var r = $0; r.headers.authorization = nil; return r })
+        let ends = records.reduce(into: [JournalSegment.magic.utf8.count]) { $0.append($0.last! + JournalEncoder.encode($1).count) }
+        for cut in JournalSegment.magic.utf8.count..<bytes.count {
+            var n = 0
+            let damage = JournalReader.read(Array(bytes.prefix(cut))) { _ in n += 1 }
+            // Only whole records before the cut are read; a cut inside one is reported.
+            XCTAssertEqual(n, ends.filter { $0 <= cut }.count - 1, "cut at \(cut)")
+            XCTAssertEqual(damage == nil, ends.contains(cut), "cut at \(cut)")
+            if let damage { XCTAssertEqual(damage.offset + damage.bytes, cut) }
+        }
+        for i in stride(from: 0, to: bytes.count, by: 2) {
+            var flipped = bytes
+            flipped[i] ^= 0x10
+            var n = 0
+            let damage = JournalReader.read(flipped) { _ in n += 1 }
+            XCTAssertNotNil(damage, "bit flipped at byte \(i)")
+            XCTAssertEqual(n, ends.lastIndex { $0 <= i } ?? 0, "records before the flip at \(i) are read")
+        }
+    }
+
+    // MARK: replay
+
+    func testAcceptedPostsComeBackExactlyAsTheyWereMerged() throws {
+        let fs = ScriptedFileSystem()
+        let before = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        XCTAssertEqual(try before.recover(spooled: [], config: config), DurableWindow.Recovery(segments: [], records: 0, bytes: 0))
+        var gz = json
+        gz.contentEncoding = "gzip"
+        gz.interval = "15000"
+        let sdk = ["unleash-sdk": "unleash-client-python:6.9.1"]
+        let counter = #"{"name":"orders","help":"h","type":"counter","samples":[{"labels":{"b":"2","a":"1"},"value":3}]}"#
+        XCTAssertEqual(before.accept(.metrics, headers: json, body: Self.post(["a", "b"], impact: counter), now: Self.now), .accepted)
+        XCTAssertEqual(before.accept(.metrics, headers: gz, body: BodyInflater.gzip(Self.post(["a"], instance: "i2")), now: Self.now) { sdk[$0] },
+                       .accepted)
+        let register = #"{"appName":"shop","instanceId":"i3","interval":15000,"started":"2026-12-04T09:00:00.000Z","strategies":["default"]}"#
+        XCTAssertEqual(before.accept(.register, headers: json, body: Array(register.utf8), now: Self.now), .accepted)
+        // Refused posts are not journalled.
+        XCTAssertEqual(before.accept(.metrics, headers: json, body: Array("{".utf8), now: Self.now).status, 400)
+        XCTAssertEqual(before.journal!.records, 3)
+
+        let after = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now + 5)
+        let r = try after.recover(spooled: [], config: config)
+        XCTAssertEqual(r.records, 3)
+        XCTAssertEqual(r.damaged.count, 0)
+        XCTAssertEqual(Self.upstreamBodies(after.window), Self.upstreamBodies(before.window))
+        XCTAssertEqual(Self.counts(after.window), ["a": 2, "b": 1])
+        XCTAssertTrue(Self.upstreamBodies(after.window)[0].contains("unleash-client-python:6.9.1"), "the header fallback is replayed")
+        XCTAssertTrue(Self.upstreamBodies(after.window)[0].contains(#""started":"2026-12-04T09:00:00.000Z""#))
+        // New posts go to a new segment after the replayed one.
+        XCTAssertEqual(after.journal!.window, [1, 2])
+    }
+
+    func testATornTailIsDroppedAndCountedAndTheRestReplayed() throws {
+        let fs = ScriptedFileSystem()
+        let d = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        _ = try d.recover(spooled: [], config: config)
+        for f in ["a", "b"] { XCTAssertEqual(d.accept(.metrics, headers: json, body: Self.post([f]), now: Self.now), .accepted) }
+        let path = d.journal!.path(1)
+        fs.files[path]! += JournalEncoder.encode(JournalRecord(kind: .metrics, now: Self.now, token: "t", headers: json,
+                                                               body: Self.post(["torn"]))).prefix(30)
+        let again = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        let r = try again.recover(spooled: [], config: config)
+        XCTAssertEqual(r.records, 2)
+        XCTAssertEqual(r.damaged.map(\.segment), [1])
+        XCTAssertEqual(r.damaged.first?.damage.bytes, 30)
+        XCTAssertEqual(Self.counts(again.window), ["a": 1, "b": 1])
+    }
+
+    func testAFullDiskAnswers503AndLeavesTheWindowUntouched() throws {
+        let fs = ScriptedFileSystem()
+        let d = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        _ = try d.recover(spooled: [], config: config)
+        fs.appendFaults = [ENOSPC]
+        guard case .unavailable(let body) = d.accept(.metrics, headers: json, body: Self.post(["a"]), now: Self.now) else {
+            return XCTFail("a post that cannot be journalled must not be acknowledged")
+        }
+        XCTAssertTrue(String(decoding: body, as: UTF8.self).contains("disk full"))
+        XCTAssertTrue(d.window.isEmpty)
+        XCTAssertEqual(d.ingest.journalFailures, 1)
+        XCTAssertEqual(d.journal!.records, 0)
+        // The disk has room again: the SDK's retry is taken, once.
+        XCTAssertEqual(d.accept(.metrics, headers: json, body: Self.post(["a"]), now: Self.now), .accepted)
+        let again = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        _ = try again.recover(spooled: [], config: config)
+        XCTAssertEqual(Self.counts(again.window), ["a": 1])
+    }
+
+    func testACheckpointReplacesTheSegmentsAndRebuildsTheSameWindow() throws {
+        let fs = ScriptedFileSystem()
+        let journal = Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20)
+        let d = DurableWindow(config: config, journal: journal, opened: Self.now)
+        _ = try d.recover(spooled: [], config: config)
+        let gauge = #"{"name":"queue","help":"h","type":"gauge","samples":[{"labels":{"q":"x"},"value":7}]}"#
+        let histogram = #"{"name":"lat","help":"h","type":"histogram","samples":[{"labels":{},"count":2,"sum":0.5,"buckets":[{"le":0.1,"count":1},{"le":"+Inf","count":2}]}]}"#
+        let register = #"{"appName":"shop","instanceId":"i1","interval":15000,"started":"2026-12-04T09:00:00.000Z","strategies":["default","flexibleRollout"],"sdkVersion":"unleash-node:6.1.0"}"#
+        XCTAssertEqual(d.accept(.register, headers: json, body: Array(register.utf8), now: Self.now), .accepted)
+        for i in 0..<20 {
+            XCTAssertEqual(d.accept(.metrics, headers: json, body: Self.post(["f\(i % 7)"], instance: "i\(i % 3)", impact: i % 2 == 0 ? gauge : histogram),
+                                    now: Self.now + Int64(i)), .accepted)
+        }
+        let expected = Self.upstreamBodies(d.window)
+        journal.maxSize = 1 // due now
+        guard case .success(true) = d.checkpointIfDue(now: Self.now + 100) else { return XCTFail("checkpoint not written") }
+        XCTAssertEqual(journal.window, [2], "the checkpoint replaces segment 1")
+        XCTAssertNil(fs.files[journal.path(1)])
+        journal.maxSize = 1 << 20
+        XCTAssertEqual(d.accept(.metrics, headers: json, body: Self.post(["late"]), now: Self.now + 200), .accepted)
+
+        let again = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        let r = try again.recover(spooled: [], config: config)
+        XCTAssertEqual(r.refused, 0)
+        var withoutLate = Self.counts(again.window)
+        XCTAssertEqual(withoutLate.removeValue(forKey: "late"), 1)
+        XCTAssertEqual(withoutLate, Self.counts(expected.map { Array($0.utf8) }))
+        // Instances, impact series and the rest of every body are the same as before it.
+        let rebuilt = Self.upstreamBodies(again.window).joined()
+        for needle in [#""instanceId":"i2""#, #""started":"2026-12-04T09:00:00.000Z""#, #""flexibleRollout""#, "unleash-node:6.1.0",
+                       #""name":"queue""#, #""value":7"#, #""name":"lat""#] {
+            XCTAssertTrue(rebuilt.contains(needle), needle)
+        }
+        XCTAssertEqual(ImpactCounts.of(again.window), ImpactCounts.of(d.window))
+    }
+
+    // MARK: crash points
+
+    /// One run of a proxy's life on `fs`: start (spool, then journal replay), twelve posts of
+    /// a flag each, a checkpoint after the fifth, a window close (batches spooled, then the
+    /// journal cut) after the eighth. It stops where the disk dies. Returns the flags answered
+    /// 202, and the one whose answer was being decided when it died.
+    func life(_ fs: ScriptedFileSystem, run: Int) -> (acknowledged: [String], unanswered: String?) {
+        var acknowledged: [String] = []
+        let journal = Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20)
+        let spool = Spool(dir: "/s", fs: fs, maxSize: 1 << 30, maxAgeMillis: .max)
+        let d = DurableWindow(config: config, journal: journal, opened: Self.now)
+        do {
+            _ = try spool.open()
+            _ = try d.recover(spooled: Set(spool.entries.flatMap(\.journal)), config: config)
+        } catch {
+            return ([], nil)
+        }
+        for i in 0..<12 {
+            let flag = "r\(run)-\(i)"
+            if d.accept(.metrics, headers: json, body: Self.post([flag]), now: Self.now) == .accepted { acknowledged.append(flag) }
+            if fs.crashed { return (acknowledged, flag) }
+            if i == 4 {
+                journal.maxSize = 1
+                _ = d.checkpointIfDue(now: Self.now)
+                journal.maxSize = 1 << 20
+            }
+            if i == 7 {
+                let (batches, _, _) = d.close(now: Self.now + 1, sequence: UInt64(100 + run), builder: BatchBuilder(mode: .bulk, maxBody: 1 << 20),
+                                              config: config)
+                var unspooled = Set<String>()
+                for b in batches { do { try spool.store(b) } catch { unspooled.insert(b.id) } }
+                _ = d.release(unspooled: unspooled)
+            }
+            if fs.crashed { return (acknowledged, nil) }
+        }
+        return (acknowledged, nil)
+    }
+
+    /// What a restart finds: the spool's batches and the replayed window, counted by flag.
+    func restart(_ fs: ScriptedFileSystem, crashingAt: Int? = nil) throws -> [String: Int]? {
+        fs.revive()
+        fs.crashAt = crashingAt.map { fs.changes + $0 }
+        let spool = Spool(dir: "/s", fs: fs, maxSize: 1 << 30, maxAgeMillis: .max)
+        let d = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        do {
+            _ = try spool.open()
+            _ = try d.recover(spooled: Set(spool.entries.flatMap(\.journal)), config: config)
+        } catch {
+            XCTAssertTrue(fs.crashed, "\(error)")
+            return nil
+        }
+        var bodies: [[UInt8]] = []
+        for e in spool.entries { bodies.append(try XCTUnwrap(try? spool.load(e.id)).body) }
+        return Self.counts(bodies).merging(Self.counts(d.window), uniquingKeysWith: +)
+    }
+
+    func testEveryCrashPointLosesNothingAcknowledgedAndCountsNothingTwice() throws {
+        // How many changes to the disk a life makes without a crash.
+        let clean = ScriptedFileSystem()
+        let all = life(clean, run: 0).acknowledged
+        XCTAssertEqual(all.count, 12)
+        let changes = clean.changes
+        XCTAssertEqual(try restart(clean), Dictionary(uniqueKeysWithValues: all.map { ($0, 1) }))
+        XCTAssertGreaterThan(changes, 30)
+        var checked = 0
+        for crashAt in 1...changes {
+            // A first life dies at `crashAt`, then a second life runs whole on what it left;
+            // and the restart after it may itself die at each of its first changes.
+            for recoveryCrash in [nil, 1, 2, 3, 4, 5] as [Int?] {
+                let fs = ScriptedFileSystem()
+                fs.crashAt = crashAt
+                let first = life(fs, run: 1)
+                XCTAssertTrue(fs.crashed, "crash point \(crashAt)")
+                if let k = recoveryCrash, try restart(fs, crashingAt: k) != nil { continue } // got through: nothing to add
+                fs.revive()
+                let second = life(fs, run: 2)
+                let found = try XCTUnwrap(try restart(fs))
+                for flag in first.acknowledged + second.acknowledged {
+                    XCTAssertEqual(found[flag], 1, "crash at change \(crashAt), restart crash \(String(describing: recoveryCrash)): \(flag)")
+                }
+                if let u = first.unanswered { XCTAssertLessThanOrEqual(found[u] ?? 0, 1, "unanswered \(u), crash at \(crashAt)") }
+                let known = Set(first.acknowledged + second.acknowledged + [first.unanswered].compactMap { $0 })
+                XCTAssertEqual(Set(found.keys).subtracting(known), [], "nothing counted that was never posted")
+                checked += 1
+            }
+        }
+        XCTAssertGreaterThan(checked, changes)
+    }
+}
+
+/// Impact series of a window as comparable values: name, sorted labels, value or counts.
+enum ImpactCounts {
+    static func of(_ window: Window) -> [String] {
+        let builder = BatchBuilder(mode: .bulk, maxBody: 1 << 30)
+        var out: [String] = []
+        for b in builder.batches(from: window, sequence: 1, closedAt: JournalTests.now + 60_000) {
+            let o = try! JSONSerialization.jsonObject(with: Data(b.body)) as! [String: Any]
+            for m in o["impactMetrics"] as? [[String: Any]] ?? [] {
+                let data = try! JSONSerialization.data(withJSONObject: m, options: [.sortedKeys])
+                out.append(String(decoding: data, as: UTF8.self))
+            }
+        }
+        return out.sorted()
+    }
+}
