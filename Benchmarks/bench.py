@@ -126,19 +126,23 @@ tuned_port = free_port()
 tuned = subprocess.Popen([a.baseline, str(tuned_port)], env=dict(os.environ, EVENT_EPOLL_USE_CHANGELIST="1"))
 wait_http(tuned_port, "/")
 proxy, proxy_port, _, proxy_log = start_proxy()
+# The same proxy without its journal ([journal] dir = off): the journal's own cost is the
+# difference between the two rows. Every other row has the journal on, as shipped.
+nojournal, nojournal_port, _, _ = start_proxy("[journal]\ndir = off\n")
 idle_rss = rss_kib(proxy.pid)
 rows = []
 # "50, shuffled": each post's toggles in an order of its own (see bodies.py).
 # "50 + impact": the same posts with a counter, a gauge and a histogram in impactMetrics (read
 # by the full decoder, not the fast path).
-cases = (("20", "bodies-20"), ("50", "bodies-50"), ("50, shuffled", "bodies-50-shuffled"), ("50 + impact", "bodies-50-impact"),
-         ("200", "bodies-200"))
-for size, name in cases:
+cases = (("20", "bodies-20", proxy_port), ("50", "bodies-50", proxy_port), ("50, journal off", "bodies-50", nojournal_port),
+         ("50, shuffled", "bodies-50-shuffled", proxy_port), ("50 + impact", "bodies-50-impact", proxy_port),
+         ("200", "bodies-200", proxy_port))
+for size, name, port in cases:
     bodies = os.path.join(a.bodies, f"{name}.tsv")
     b_runs, p_runs, t_runs = [], [], []
     for _ in range(ROUNDS):
         b_runs.append(wrk(base_port, bodies))
-        p_runs.append(wrk(proxy_port, bodies))
+        p_runs.append(wrk(port, bodies))
         t_runs.append(wrk(tuned_port, bodies))
     b_rps = statistics.median(r[0] for r in b_runs)
     p_rps = statistics.median(r[0] for r in p_runs)
@@ -173,7 +177,8 @@ everything = os.sched_getaffinity(0)
 if len(everything) >= 2:
     server_cpu, client_cpus = {min(everything)}, everything - {min(everything)}
     bodies = os.path.join(a.bodies, "bodies-50.tsv")
-    servers = [("baseline", base, base_port), ("tuned baseline", tuned, tuned_port), ("proxy", proxy, proxy_port)]
+    servers = [("baseline", base, base_port), ("tuned baseline", tuned, tuned_port), ("proxy", proxy, proxy_port),
+               ("proxy, journal off", nojournal, nojournal_port)]
     for _, proc, _ in servers:
         pin(proc.pid, server_cpu)
     costs = {name: [] for name, _, _ in servers}
@@ -196,6 +201,7 @@ if len(everything) >= 2:
 for b in (base, tuned):
     b.send_signal(signal.SIGTERM)
     b.wait()
+stop(nojournal)
 
 # 2. Memory: idle, and after POSTS posts (50-toggle bodies; their keys repeat, as in production).
 bodies = os.path.join(a.bodies, "bodies-50.tsv")
@@ -235,3 +241,52 @@ for _ in range(5):
     starts.append(took * 1000)
     stop(p)
 print(f"start-up to ready: {statistics.median(starts):.1f} ms (median of 5; {', '.join(f'{s:.1f}' for s in starts)})")
+
+# 5. Start-up to ready after a kill -9 with a full journal ([journal] max_size, 64 MiB by
+# default) on top of a checkpoint of 100,000 distinct keys: the replay a restart must do.
+proxy, port, _, log = start_proxy()
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+for i in range(500):
+    toggles = {f"distinct-flag-{i:04d}-{t:03d}": {"yes": 1, "no": 2, "variants": {"a": 1}} for t in range(200)}
+    body = json.dumps({"appName": "keys", "instanceId": "k", "bucket": {"start": "2026-11-28T10:00:00Z",
+                       "stop": "2026-11-28T10:00:30Z", "toggles": toggles}})
+    c.request("POST", "/api/client/metrics", body, {"Content-Type": "application/json",
+              "Authorization": "default:development.bench"})
+    assert c.getresponse().read() == b""
+max_size = 64 << 20
+lines = [l.rstrip("\n").split("\t", 1) for l in open(os.path.join(a.bodies, "bodies-50.tsv"))]
+sent = 0
+# Post 50-toggle bodies until the journal has been checkpointed (holding the 100,000 keys) and
+# has grown again to within 4 MiB of the size that triggers the next checkpoint.
+while sent < 200_000:
+    if sent % 500 == 0:
+        checkpoints = scrape(port, "metrics_proxy_journal_checkpoints_total")
+        size = scrape(port, "metrics_proxy_journal_bytes")
+        if checkpoints >= 1 and size >= max_size - (4 << 20):
+            break
+    token, body = lines[sent % len(lines)]
+    c.request("POST", "/api/client/metrics", body, {"Content-Type": "application/json", "Authorization": token})
+    r = c.getresponse()
+    r.read()
+    assert r.status == 202, r.status
+    sent += 1
+keys = scrape(port, "metrics_proxy_window_keys")
+records = scrape(port, "metrics_proxy_journal_records")
+checkpoint_ms = re.findall(r'event="journal checkpoint" bytes=(\d+) keys=(\d+) ms=(\d+)', open(log).read())
+proxy.send_signal(signal.SIGKILL)
+proxy.wait()
+conf = os.path.join(os.path.dirname(log), "proxy.conf")
+t0 = time.monotonic()
+again = subprocess.Popen([a.proxy, "--config", conf], stderr=open(log, "a"))
+wait_http(port, timeout=60)
+ready_ms = (time.monotonic() - t0) * 1000
+replay = re.findall(r'event="journal replayed" records=(\d+) segments=(\d+) bytes=(\d+).* keys=(\d+) ms=(\d+)', open(log).read())
+again_keys = scrape(port, "metrics_proxy_window_keys")
+stop(again)
+print(f"\njournal checkpoints while filling it: " + "; ".join(f"{int(b) / 1048576:.1f} MiB, {k} keys, {m} ms" for b, k, m in checkpoint_ms))
+print(f"kill -9 with {size / 1048576:.1f} MiB of journal ({records:.0f} records since the checkpoint) on a checkpoint, "
+      f"{keys:.0f} keys in the window: ready again in {ready_ms:.0f} ms")
+if replay:
+    r = replay[-1]
+    print(f"   replay: {r[0]} records from {r[1]} segments, {int(r[2]) / 1048576:.1f} MiB, {r[4]} ms; keys after: {again_keys:.0f}"
+          f" ({'the same' if again_keys == keys else 'DIFFERENT'})")

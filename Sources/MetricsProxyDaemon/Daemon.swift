@@ -86,7 +86,13 @@ public final class Daemon {
     /// Serves until SIGTERM/SIGINT and a drain; returns the exit status.
     public func run() -> Int32 {
         signal(SIGPIPE, SIG_IGN)
-        windowTimer.schedule(afterMillis: config.window.interval.milliseconds)
+        // Past a file size limit (ulimit -f) a write fails with EFBIG, answered 503, instead
+        // of killing the process.
+        signal(SIGXFSZ, SIG_IGN)
+        // A window replayed from the journal closes when it would have without the restart,
+        // so a proxy restarted more often than its window still forwards.
+        let interval = config.window.interval.milliseconds
+        windowTimer.schedule(afterMillis: max(0, min(interval, durable.window.opened + interval - nowMillis())))
         log.info("listening", [("addresses", server.addresses.joined(separator: ",")),
                                ("upstream", config.upstream.url.description), ("mode", config.upstream.mode.rawValue),
                                ("window", "\(config.window.interval.milliseconds)ms"), ("version", Version.string)])

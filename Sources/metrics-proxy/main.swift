@@ -10,7 +10,8 @@ let usage = """
     payload per token to the upstream Unleash.
 
       --config FILE    the configuration file (default: ./proxy.conf)
-      --check-config   validate the configuration and exit (0 when valid)
+      --check-config   validate the configuration, and that the spool and journal
+                       directories can be written, and exit (0 when valid)
       --config-keys    list every proxy.conf key: section, key, default, live or restart
       --version        print the version and exit
       --help           print this help and exit
@@ -42,7 +43,7 @@ while let arg = args.popFirst() {
 
 let config: Config
 do {
-    config = try ConfigLoader.load(path: configPath)
+    config = try checkOnly ? ConfigLoader.check(path: configPath) : ConfigLoader.load(path: configPath)
 } catch {
     fail(error.description)
 }

@@ -32,13 +32,15 @@ final class ConfigKeyTableTests: XCTestCase {
         for key in ConfigKey.table {
             var changed = running
             let value = ["listen.tcp": "127.0.0.1:9", "listen.unix": "/tmp/other.sock", "listen.unix_mode": "0600",
-                         "spool.dir": "/tmp/elsewhere", "window.interval": "5s"][key.qualifiedName]
+                         "spool.dir": "/tmp/elsewhere", "window.interval": "5s", "journal.dir": "off", "journal.fsync": "250ms",
+                         "journal.max_size": "2MiB"][key.qualifiedName]
             guard let value else { continue }
             try key.apply(&changed, value, true) { ConfigError(file: "t", line: 0, message: $0) }
             XCTAssertNotEqual(changed, running, key.qualifiedName)
             XCTAssertEqual(running.restartKeys(comparedTo: changed), key.live ? [] : [key.qualifiedName])
             XCTAssertEqual(running.reloaded(with: changed), key.live ? changed : running, key.qualifiedName)
         }
-        XCTAssertEqual(ConfigKey.table.filter { !$0.live }.map(\.qualifiedName), ["listen.tcp", "listen.unix", "listen.unix_mode", "spool.dir"])
+        XCTAssertEqual(ConfigKey.table.filter { !$0.live }.map(\.qualifiedName), ["listen.tcp", "listen.unix", "listen.unix_mode", "spool.dir",
+                                                                                 "journal.dir", "journal.fsync"])
     }
 }

@@ -240,18 +240,27 @@ final class SpoolDeliveryTests: XCTestCase {
         XCTAssertLessThan(dropped.max()!, kept.min()!, "the oldest go first")
     }
 
-    func testDiskFullKeepsServingAndRecoversWhenSpaceReturns() throws {
-        // A real ENOSPC: a 256 KiB tmpfs as the spool.
-        let mountPoint = Paths.tempDir("tmpfs").path
+    /// A real ENOSPC: a 256 KiB tmpfs at `mountPoint`; nil (and a failure) without root.
+    func tmpfs(_ mountPoint: String) throws -> Bool {
         let mount = try runTool("/bin/mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mountPoint])
         XCTAssertEqual(mount, 0, "mounting a tmpfs needs root (CI runs as root)")
-        guard mount == 0 else { return }
+        return mount == 0
+    }
+
+    /// The spool's disk fills, the journal's does not: posts are still taken (the journal
+    /// holds them), closed windows wait in memory, and their journal segments stay until the
+    /// spool has them.
+    func testSpoolDiskFullKeepsServingAndRecoversWhenSpaceReturns() throws {
+        let mountPoint = Paths.tempDir("tmpfs").path
+        guard try tmpfs(mountPoint) else { return }
         defer { _ = try? runTool("/bin/umount", [mountPoint]) }
         let filler = mountPoint + "/filler"
         let spool = mountPoint + "/spool"
+        let journal = Paths.tempDir("journal").path
         let port = FakeUpstream.freePort()
         let proxy = try ProxyProcess(config: testConfig(upstream: "http://127.0.0.1:\(port)/api", interval: "200ms",
-                                                        spoolExtra: "replay_rate = 0"), spoolDir: spool)
+                                                        extra: "[journal]\ndir = \(journal)", spoolExtra: "replay_rate = 0"),
+                                     spoolDir: spool)
         // Fill the disk.
         _ = try runTool("/bin/dd", ["if=/dev/zero", "of=\(filler)", "bs=4k", "count=1000"])
         var expected = try post(proxy, count: 20)
@@ -259,11 +268,55 @@ final class SpoolDeliveryTests: XCTestCase {
         XCTAssertTrue(proxy.log.contains("No space left on device"), proxy.log)
         expected.merge(try post(proxy, count: 20))
         XCTAssertEqual(try proxy.tcp().request("GET", "/healthz").status, 200, "still serving")
+        // The closed windows are only in memory: their journal segments are kept.
+        XCTAssertGreaterThan(try FileManager.default.contentsOfDirectory(atPath: journal).count, 1)
         // Space returns; the held windows reach the disk, then the upstream.
         try FileManager.default.removeItem(atPath: filler)
         waitFor("the spool to recover") { proxy.log.contains("spool writes recovered") }
+        waitFor("the kept segments removed once the spool has their windows") {
+            ((try? FileManager.default.contentsOfDirectory(atPath: journal)) ?? []).count == 1
+        }
         let upstream = try FakeUpstream(port: port)
         try waitFor("every count upstream", timeout: 20) { Ledger.fromUpstream(try upstream.requests()) == expected }
+    }
+
+    /// One disk for the spool and the journal, and it fills: a post that cannot be journalled
+    /// is answered 503 with Retry-After (the SDK keeps its counts and retries), never 202.
+    func testAFullDiskAnswers503UntilSpaceReturnsAndLosesNothingAnswered202() throws {
+        let mountPoint = Paths.tempDir("tmpfs").path
+        guard try tmpfs(mountPoint) else { return }
+        defer { _ = try? runTool("/bin/umount", [mountPoint]) }
+        let filler = mountPoint + "/filler"
+        let port = FakeUpstream.freePort()
+        let proxy = try ProxyProcess(config: testConfig(upstream: "http://127.0.0.1:\(port)/api", interval: "200ms",
+                                                        spoolExtra: "replay_rate = 0"), spoolDir: mountPoint + "/spool")
+        _ = try runTool("/bin/dd", ["if=/dev/zero", "of=\(filler)", "bs=4k", "count=1000"])
+        var factory = PostFactory(apps: ["app-0"], label: name)
+        var expected = Ledger()
+        var statuses: [Int: Int] = [:]
+        let c = proxy.tcp()
+        for _ in 0..<40 {
+            var attempt = Ledger()
+            let r = try c.post("/api/client/metrics", json: factory.post(token: tokenA, instance: "i", into: &attempt), token: tokenA)
+            statuses[r.status, default: 0] += 1
+            if r.status == 202 { expected.merge(attempt) } else {
+                XCTAssertEqual(r.status, 503)
+                XCTAssertEqual(r.header("Retry-After"), "1")
+            }
+        }
+        XCTAssertGreaterThan(statuses[503] ?? 0, 0, "\(statuses)")
+        XCTAssertTrue(proxy.log.contains("journal append failed"), proxy.log)
+        XCTAssertEqual(try proxy.tcp().request("GET", "/healthz").status, 200, "still serving")
+        try FileManager.default.removeItem(atPath: filler)
+        waitFor("posts taken again") {
+            var attempt = Ledger()
+            guard (try? c.post("/api/client/metrics", json: factory.post(token: tokenA, instance: "i", into: &attempt), token: tokenA).status) == 202
+            else { return false }
+            expected.merge(attempt)
+            return true
+        }
+        let upstream = try FakeUpstream(port: port)
+        try waitFor("every count answered 202 upstream, once", timeout: 20) { Ledger.fromUpstream(try upstream.requests()) == expected }
     }
 
     func testA50MBBacklogReplaysWithBoundedMemory() throws {

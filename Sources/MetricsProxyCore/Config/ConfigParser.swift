@@ -24,8 +24,13 @@ public struct ConfigParser {
         self.environment = environment
     }
 
-    public func parse(_ text: String) throws(ConfigError) -> Config {
+    public func parse(_ text: String) throws(ConfigError) -> Config { try parseWithLines(text).config }
+
+    /// The configuration, and the line each key was set on (by `section.key`), for checks
+    /// made after parsing that must name the line too.
+    public func parseWithLines(_ text: String) throws(ConfigError) -> (config: Config, lines: [String: Int]) {
         let table = ConfigKey.table
+        var lines: [String: Int] = [:]
         var config = Config(table)
         var section = ""
         var seen: Set<String> = []
@@ -49,13 +54,14 @@ public struct ConfigParser {
             }
             let value = try expand(String(line[line.index(after: eq)...]).trimmingASCIIWhitespace(), fail)
             let first = seen.insert(key.qualifiedName).inserted
+            if first { lines[key.qualifiedName] = lineNumber }
             guard first || key.repeats else { throw fail("\(quote(name)) set twice in [\(section)]") }
             try key.apply(&config, value, first) { what in fail("\(name) = \(quote(value)): \(what)") }
         }
         if config.listen.tcp.isEmpty && config.listen.unix == nil {
             throw ConfigError(file: file, line: 0, message: "no listener: set [listen] tcp or unix")
         }
-        return config
+        return (config, lines)
     }
 
     /// `#` or `;` starts a comment at the start of a line or after white space.

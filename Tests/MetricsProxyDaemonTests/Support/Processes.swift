@@ -53,9 +53,10 @@ final class ProxyProcess {
 
     /// `config` is proxy.conf text; `{UNIX}` in it is replaced by a socket path in a temp dir,
     /// `{SPOOL}` by `spoolDir` (a fresh one unless given).
-    /// `maxOpenFiles` starts it under `ulimit -n` (the shell execs it, so the pid is the proxy's).
+    /// `maxOpenFiles` starts it under `ulimit -n` (the shell execs it, so the pid is the proxy's),
+    /// `maxFileBlocks` under `ulimit -f` (512-byte blocks in sh: no file may grow past it, a full disk for one process).
     init(config: String, name: String = "proxy", spoolDir: String? = nil, environment: [String: String] = [:],
-         waitUntilListening: Bool = true, maxOpenFiles: Int? = nil) throws {
+         waitUntilListening: Bool = true, maxOpenFiles: Int? = nil, maxFileBlocks: Int? = nil) throws {
         dir = Paths.tempDir(name)
         unixPath = dir.appendingPathComponent("proxy.sock").path
         self.spoolDir = spoolDir ?? dir.appendingPathComponent("spool").path
@@ -64,9 +65,11 @@ final class ProxyProcess {
         try config.replacingOccurrences(of: "{UNIX}", with: unixPath).replacingOccurrences(of: "{SPOOL}", with: self.spoolDir)
             .write(to: configURL, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
-        if let maxOpenFiles {
+        if maxOpenFiles != nil || maxFileBlocks != nil {
+            let limits = [maxOpenFiles.map { "ulimit -n \($0)" }, maxFileBlocks.map { "ulimit -f \($0)" }].compactMap { $0 }
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "ulimit -n \(maxOpenFiles) && exec \"$0\" \"$@\"", Paths.binary.path, "--config", configURL.path]
+            process.arguments = ["-c", (limits + ["exec \"$0\" \"$@\""]).joined(separator: " && "), Paths.binary.path,
+                                 "--config", configURL.path]
         } else {
             process.executableURL = Paths.binary
             process.arguments = ["--config", configURL.path]
