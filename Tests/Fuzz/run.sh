@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (decoder, config, spool) with AddressSanitizer and runs each
+# Builds the libFuzzer targets (decoder, config, spool, journal) with AddressSanitizer and runs each
 # for a bounded time on a copy of its seed corpus, with its dictionary.
 #   bash Tests/Fuzz/run.sh [seconds per target, default 60] [target ...]
 # A crash leaves its input in .build/fuzz/artifacts/<target>/ and the script exits non-zero:
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds="${1:-60}"
 shift || true
-targets=("${@:-decoder config spool}")
+targets=("${@:-decoder config spool journal}")
 targets=(${targets[@]})
 out=.build/fuzz
 mkdir -p "$out"

@@ -43,4 +43,25 @@ final class FuzzRegressionTests: XCTestCase {
         XCTAssertThrowsError(try SpoolFile.decode(found))
         XCTAssertThrowsError(try SpoolFile.decode(FuzzTargets.withMatchingChecksum(found)), "its length field is wrong")
     }
+
+    func testJournalInputs() throws {
+        let all = try inputs("journal")
+        XCTAssertGreaterThanOrEqual(all.count, 3)
+        for (_, bytes) in all { bytes.withUnsafeBufferPointer { FuzzTargets.journal($0) } }
+        // The seeds are what the proxy writes: two posts; a checkpoint with a post after it; a torn tail.
+        func items(_ name: String) -> (posts: Int, checkpoints: Int, damage: JournalReader.Damage?) {
+            var posts = 0, checkpoints = 0
+            let damage = JournalReader.read(all.first { $0.0.hasSuffix(name) }!.1) { item in
+                if case .post = item { posts += 1 }
+                if case .checkpoint(let s) = item { XCTAssertEqual(s, [1, 2]); checkpoints += 1 }
+            }
+            return (posts, checkpoints, damage)
+        }
+        XCTAssertEqual(items("posts.journal").posts, 2)
+        XCTAssertNil(items("posts.journal").damage)
+        XCTAssertEqual(items("checkpoint.journal").posts, 3)
+        XCTAssertEqual(items("checkpoint.journal").checkpoints, 1)
+        XCTAssertEqual(items("torn.journal").posts, 0)
+        XCTAssertEqual(items("torn.journal").damage?.reason, "torn record: 341 bytes announced")
+    }
 }

@@ -1,3 +1,4 @@
+import CZlib
 #if !FUZZING
 // Tests/Fuzz/run.sh compiles this file into the core's own module (with -D FUZZING).
 @testable import MetricsProxyCore
@@ -88,5 +89,48 @@ enum FuzzTargets {
         let covered = Array(bytes[...m.lowerBound])
         let body = Array(bytes[blank.upperBound...])
         return covered + Array("crc32: \(SpoolFile.hex(SpoolFile.crc(covered, body)))\n\n".utf8) + body
+    }
+
+    /// A journal segment: read as it is, and again with every record's checksum made to
+    /// match, so the fuzzer gets past the CRC to the fields. Damage is reported where the
+    /// readable part ends; every post read encodes and reads back the same; replaying the
+    /// posts (as a restart does) merges or refuses each without crashing.
+    static func journal(_ bytes: UnsafeBufferPointer<UInt8>) {
+        let raw = Array(bytes)
+        for candidate in [raw, withMatchingJournalChecksums(raw)] {
+            var ingest = Ingest(DurableWindow.replayConfig(Config()))
+            var window = Window(opened: 0)
+            let damage = JournalReader.read(candidate) { item in
+                guard case .post(var r, let body) = item else { return }
+                r.body = Array(body)
+                var again: JournalRecord?
+                _ = JournalReader.read(Array(JournalSegment.magic.utf8) + JournalEncoder.encode(r)) { item in
+                    if case .post(var a, let b) = item { a.body = Array(b); again = a }
+                }
+                precondition(again == r, "a record read back differs from the one written")
+                _ = ingest.accept(r.kind, headers: r.headers.with(authorization: r.token), body: r.body, into: &window, now: r.now) { name in
+                    r.sdkHeaders.first { $0.name == name }?.value
+                }
+            }
+            if let damage {
+                precondition(damage.offset >= 0 && damage.bytes > 0 && damage.offset + damage.bytes == candidate.count,
+                             "damage \(damage) does not end the segment of \(candidate.count) bytes")
+            }
+        }
+    }
+
+    /// `bytes` with each record's `crc32` rewritten to match its payload, as far as the
+    /// records' lengths fit.
+    static func withMatchingJournalChecksums(_ bytes: [UInt8]) -> [UInt8] {
+        var out = bytes
+        var at = JournalSegment.magic.utf8.count
+        while out.count - at >= JournalRecord.frame {
+            let length = Int(JournalReader.u32(out[...], at))
+            guard length >= 1, out.count - at - JournalRecord.frame >= length else { break }
+            let sum = out.withUnsafeBufferPointer { UInt32(truncatingIfNeeded: crc32(crc32(0, nil, 0), $0.baseAddress! + at + 8, UInt32(length))) }
+            withUnsafeBytes(of: sum.littleEndian) { for k in 0..<4 { out[at + 4 + k] = $0[k] } }
+            at += JournalRecord.frame + length
+        }
+        return out
     }
 }

@@ -127,6 +127,8 @@ public struct JournalReader {
     /// Calls `each` for every readable record after the segment's magic line; returns the
     /// damage that ended the read early, if any.
     public static func read(_ bytes: [UInt8], _ each: (Item) -> Void) -> Damage? {
+        // A segment created but never written to (a crash right after its creation) holds nothing.
+        if bytes.isEmpty { return nil }
         let magic = Array(JournalSegment.magic.utf8)
         guard bytes.count >= magic.count, bytes[..<magic.count].elementsEqual(magic) else {
             return Damage(offset: 0, bytes: bytes.count, reason: "not a journal segment of this version")
