@@ -46,7 +46,7 @@ final class FuzzRegressionTests: XCTestCase {
 
     func testJournalInputs() throws {
         let all = try inputs("journal")
-        XCTAssertGreaterThanOrEqual(all.count, 3)
+        XCTAssertGreaterThanOrEqual(all.count, 4)
         for (_, bytes) in all { bytes.withUnsafeBufferPointer { FuzzTargets.journal($0) } }
         // The seeds are what the proxy writes: two posts; a checkpoint with a post after it; a torn tail.
         func items(_ name: String) -> (posts: Int, checkpoints: Int, damage: JournalReader.Damage?) {
@@ -62,6 +62,15 @@ final class FuzzRegressionTests: XCTestCase {
         XCTAssertEqual(items("checkpoint.journal").posts, 3)
         XCTAssertEqual(items("checkpoint.journal").checkpoints, 1)
         XCTAssertEqual(items("torn.journal").posts, 0)
+        // Compact records (written here by a Python rendition of the format): the second post
+        // refers to the strings the first defined.
+        var toggles: [String] = []
+        XCTAssertNil(JournalReader.read(all.first { $0.0.hasSuffix("compact.journal") }!.1) { item in
+            guard case .compact(let d, let p, let body) = item else { return XCTFail("not compact") }
+            XCTAssertEqual(d.token, "default:development.secret")
+            for t in p.toggles { toggles.append("\(String(decoding: body[t.name], as: UTF8.self))=\(t.yes)/\(t.no)/\(t.variants.count)") }
+        })
+        XCTAssertEqual(toggles, ["a=1/2/1", "b=0/3/0", "a=4/0/2", "b=1/1/0"])
         XCTAssertEqual(items("torn.journal").damage?.reason, "torn record: 341 bytes announced")
     }
 }

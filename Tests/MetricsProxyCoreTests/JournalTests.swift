@@ -107,6 +107,31 @@ final class JournalTests: XCTestCase {
         XCTAssertEqual(after.journal!.window, [1, 2])
     }
 
+    func testCommonPostsAreJournalledCompactlyAndAFailedAppendStartsTheStringsAfresh() throws {
+        let fs = ScriptedFileSystem()
+        let d = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        _ = try d.recover(spooled: [], config: config)
+        let flags = (0..<50).map { "feature.checkout.flag-\($0)" }
+        var interval = json
+        interval.interval = "15000"
+        let sdk = ["unleash-sdk": "unleash-client-python:6.9.1"]
+        let body = Self.post(flags)
+        for _ in 0..<20 { XCTAssertEqual(d.accept(.metrics, headers: interval, body: body, now: Self.now) { sdk[$0] }, .accepted) }
+        let journal = d.journal!
+        let first = fs.files[journal.path(1)]!.count - JournalSegment.magic.utf8.count
+        // The first post defines its strings; the next ones refer to them.
+        XCTAssertLessThan((first - (first / 20)) / 19, body.count / 8, "a repeated post costs a fraction of its body")
+        fs.appendFaults = [ENOSPC]
+        XCTAssertEqual(d.accept(.metrics, headers: interval, body: body, now: Self.now).status, 503)
+        XCTAssertEqual(d.accept(.metrics, headers: interval, body: Self.post(flags + ["late"]), now: Self.now) { sdk[$0] }, .accepted)
+        XCTAssertEqual(journal.window, [1, 2], "the append after a failure starts a segment, which defines its strings again")
+        let again = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        XCTAssertEqual(try again.recover(spooled: [], config: config).records, 21)
+        XCTAssertEqual(Self.upstreamBodies(again.window), Self.upstreamBodies(d.window))
+        XCTAssertTrue(Self.upstreamBodies(again.window)[0].contains(#""interval":15000"#))
+        XCTAssertTrue(Self.upstreamBodies(again.window)[0].contains("unleash-client-python:6.9.1"))
+    }
+
     func testATornTailIsDroppedAndCountedAndTheRestReplayed() throws {
         let fs = ScriptedFileSystem()
         let d = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)

@@ -167,7 +167,10 @@ public struct ConfigKey {
                 v.lowercased() == "off" ? nil : try V.duration(v, { bad("expected off or an interval such as 1s: \($0)") })
             },
             .value("journal", "max_size", \.journal.maxSize, default: "64MiB") { v, bad throws(ConfigError) in
-                try V.size(v, min: 1 << 20, bad)
+                // A segment is appended through a mapping of 1 GiB: room for a checkpoint past it.
+                let n = try V.size(v, min: 1 << 20, bad)
+                guard n <= 512 << 20 else { throw bad("must be at most 512MiB") }
+                return n
             },
         ]
     }

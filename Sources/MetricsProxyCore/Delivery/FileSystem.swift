@@ -31,7 +31,9 @@ public protocol FileSystem: AnyObject {
 
     // The journal's appends.
 
-    /// Opens `path` for appending (creating it, failing if it exists, when `create`).
+    /// Opens `path` for appending (creating it, failing if it exists, when `create`). What an
+    /// append wrote is in the page cache when it returns (it survives the process); the file
+    /// may end in zero bytes that readers treat as its end.
     func openAppend(_ path: String, mode: UInt32, create: Bool) throws(FSError) -> Int32
     /// Writes all of `head`, then all of `body`, at the end of the file.
     func append(_ fd: Int32, path: String, _ head: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) throws(FSError)
@@ -117,39 +119,75 @@ public final class PosixFileSystem: FileSystem {
         guard unlink(path) == 0 || errno == ENOENT else { throw fail("unlink", path) }
     }
 
+    /// An append-only file written through a shared mapping: an append is a copy into the page
+    /// cache, with no system call, and survives the process the moment the copy is done. The
+    /// file grows in `chunk`s reserved with `posix_fallocate` (a full disk fails there, never as
+    /// a fault on a mapped page), so it may end in zeros until it is closed and trimmed.
+    private final class Mapped {
+        let base: UnsafeMutableRawPointer
+        /// Bytes reserved (the file's size) and bytes written.
+        var reserved: Int
+        var used: Int
+
+        init(base: UnsafeMutableRawPointer, reserved: Int, used: Int) {
+            self.base = base
+            self.reserved = reserved
+            self.used = used
+        }
+    }
+
+    /// Address space reserved per appended file: larger appends fall back to `writev`.
+    static let mappingSize = 1 << 30
+    static let chunk = 1 << 20
+    private var mapped: [Int32: Mapped] = [:]
+
     public func openAppend(_ path: String, mode: UInt32, create: Bool) throws(FSError) -> Int32 {
-        let flags = O_WRONLY | O_APPEND | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0)
+        let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0)
         let fd = open(path, flags, mode_t(mode))
         guard fd >= 0 else { throw fail(create ? "create" : "open", path) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { let e = fail("fstat", path); close(fd); throw e }
+        // Only the address space is reserved here; pages past the file's size are never touched.
+        guard let base = mmap(nil, Self.mappingSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+            let e = fail("mmap", path)
+            close(fd)
+            throw e
+        }
+        mapped[fd] = Mapped(base: base, reserved: Int(st.st_size), used: Int(st.st_size))
         return fd
     }
 
     public func append(_ fd: Int32, path: String, _ head: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) throws(FSError) {
-        var parts = [iovec(iov_base: UnsafeMutableRawPointer(mutating: head.baseAddress), iov_len: head.count),
-                     iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress), iov_len: body.count)]
-        var first = 0
-        while first < 2 {
-            if parts[first].iov_len == 0 { first += 1; continue }
-            let n = parts[first...].withUnsafeBufferPointer { writev(fd, $0.baseAddress, Int32($0.count)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw fail("write", path)
-            }
-            // A short write (a full disk part way): go on from where it stopped.
-            var left = n
-            while left > 0, first < 2 {
-                let take = min(left, parts[first].iov_len)
-                parts[first].iov_base = parts[first].iov_base.map { $0 + take }
-                parts[first].iov_len -= take
-                left -= take
-                if parts[first].iov_len == 0 { first += 1 }
-            }
+        guard let m = mapped[fd] else { throw FSError(code: EBADF, operation: "write", path: path) }
+        let n = head.count + body.count
+        guard m.used + n <= Self.mappingSize else { throw FSError(code: EFBIG, operation: "write", path: path) }
+        if m.used + n > m.reserved {
+            let grow = max(Self.chunk, m.used + n - m.reserved)
+            let r = posix_fallocate(fd, off_t(m.reserved), off_t(grow))
+            guard r == 0 else { throw FSError(code: r, operation: "fallocate", path: path) }
+            // Fault the new pages in with one call rather than one fault per page as they fill
+            // (MADV_POPULATE_WRITE, Linux 5.14; older kernels ignore it and fault as before).
+            _ = madvise(m.base + m.reserved, grow, 23)
+            m.reserved += grow
         }
+        if head.count > 0 { (m.base + m.used).copyMemory(from: head.baseAddress!, byteCount: head.count) }
+        if body.count > 0 { (m.base + m.used + head.count).copyMemory(from: body.baseAddress!, byteCount: body.count) }
+        m.used += n
     }
 
     public func truncate(_ fd: Int32, path: String, to size: Int) throws(FSError) {
-        guard ftruncate(fd, off_t(size)) == 0 else { throw fail("ftruncate", path) }
+        guard let m = mapped[fd], size <= m.used else { throw FSError(code: EBADF, operation: "ftruncate", path: path) }
+        // Zeros, as the reserved tail reads: the reader stops there.
+        (m.base + size).initializeMemory(as: UInt8.self, repeating: 0, count: m.used - size)
+        m.used = size
     }
 
-    public func closeFile(_ fd: Int32) { close(fd) }
+    public func closeFile(_ fd: Int32) {
+        if let m = mapped.removeValue(forKey: fd) {
+            munmap(m.base, Self.mappingSize)
+            // The reserved tail goes; what was written stays.
+            if m.reserved > m.used { _ = ftruncate(fd, off_t(m.used)) }
+        }
+        close(fd)
+    }
 }

@@ -94,7 +94,12 @@ public struct Ingest {
             var impact = scratch!.impact ?? ImpactMetrics()
             if !impact.metrics.isEmpty { intake.limits.trim(&impact) }
             if window.wouldExceed(maxKeys, fast: scratch!, body: body, token: token, impact: impact.metrics) { return windowFull }
-            if let journal, let failed = record(kind, token, headers, body, now, journal, header) { return failed }
+            if let journal {
+                // The common post goes to the journal as its counts and names, not its body.
+                let failed = impact.metrics.isEmpty && impact.dropped.isEmpty
+                    ? recordCompact(token, headers, body, now, journal, header) : record(kind, token, headers, body, now, journal, header)
+                if let failed { return failed }
+            }
             // Merged now, while the body the post was read from is still valid.
             let dropped = window.merge(scratch!, body: body, token: token, interval: interval, now: now, header: header,
                                        impact: impact.metrics)
@@ -132,6 +137,27 @@ public struct Ingest {
         body.withUnsafeBufferPointer { accept(kind, headers: headers, body: $0, into: &window, now: now, journal: journal, header: header) }
     }
 
+    /// Appends a post the fast path read, without impact metrics, in the journal's compact form.
+    private mutating func recordCompact(_ token: String, _ headers: Headers, _ body: UnsafeBufferPointer<UInt8>, _ now: Int64,
+                                        _ journal: Journal, _ header: (String) -> String?) -> Answer? {
+        var sdkHeaders: [(name: String, value: String)] = []
+        for f in SDKField.all where scratch!.sdk[f.index] == nil {
+            if let h = f.header, let v = header(h) { sdkHeaders.append((h, v)) }
+        }
+        do {
+            try journal.appendCompact(scratch!, body: body, token: token, now: now, interval: headers.interval, sdkHeaders: sdkHeaders)
+            return nil
+        } catch {
+            return journalFailed(error)
+        }
+    }
+
+    private mutating func journalFailed(_ error: FSError) -> Answer {
+        journalFailure = error
+        journalFailures += 1
+        return .unavailable(body: ErrorBody.message("metrics-proxy cannot journal this post (\(error.code == ENOSPC ? "disk full" : "disk error")); retry"))
+    }
+
     /// Appends an accepted post to the journal: the body as received, the token it is filed
     /// under, and the headers ingest may read for it. Returns the answer if that failed.
     private mutating func record(_ kind: Kind, _ token: String, _ headers: Headers, _ body: UnsafeBufferPointer<UInt8>, _ now: Int64,
@@ -143,9 +169,7 @@ public struct Ingest {
                                body: UnsafeRawBufferPointer(body))
             return nil
         } catch {
-            journalFailure = error
-            journalFailures += 1
-            return .unavailable(body: ErrorBody.message("metrics-proxy cannot journal this post (\(error.code == ENOSPC ? "disk full" : "disk error")); retry"))
+            return journalFailed(error)
         }
     }
 

@@ -82,7 +82,16 @@ public final class DurableWindow {
             }
             if inCheckpoint { usable = false }
             let damage = JournalReader.read(bytes) { item in
-                guard usable, case .post(let p, let body) = item else { return }
+                guard usable else { return }
+                if case .compact(let d, let post, let body) = item {
+                    if window.isEmpty && r.records == 0 { window = Window(opened: d.now, registry: window.registry) }
+                    window.merge(post, body: body, token: d.token, interval: d.interval.flatMap(Double.init), now: d.now) { name in
+                        d.sdkHeaders.first { $0.name == name }?.value
+                    }
+                    r.records += 1
+                    return
+                }
+                guard case .post(let p, let body) = item else { return }
                 if window.isEmpty && r.records == 0 { window = Window(opened: p.now, registry: window.registry) }
                 let answer = body.withUnsafeBufferPointer {
                     replay.accept(p.kind, headers: p.headers.with(authorization: p.token), body: $0, into: &window,

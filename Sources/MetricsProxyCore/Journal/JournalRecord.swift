@@ -9,7 +9,7 @@ import CZlib
 /// tagged fields, the body last. A checkpoint segment opens with a `checkpoint` record naming
 /// the segments it replaces and closes its snapshot with `checkpointEnd`.
 public struct JournalRecord: Sendable, Equatable {
-    public enum RecordType: UInt8, Sendable { case post = 1, checkpoint = 2, checkpointEnd = 3 }
+    public enum RecordType: UInt8, Sendable { case post = 1, checkpoint = 2, checkpointEnd = 3, compact = 4 }
 
     public var kind: Ingest.Kind
     public var now: Int64
@@ -115,6 +115,9 @@ public struct JournalReader {
         /// A checkpoint opens: the segments it replaces.
         case checkpoint(supersedes: [UInt64])
         case checkpointEnd
+        /// A post in the compact form (`CompactEncoder`): the post's ranges point into `body`,
+        /// the segment's strings, valid during the call.
+        case compact(CompactDecoder.Decoded, FastPost, body: UnsafeBufferPointer<UInt8>)
     }
 
     public struct Damage: Sendable, Equatable {
@@ -134,18 +137,31 @@ public struct JournalReader {
             return Damage(offset: 0, bytes: bytes.count, reason: "not a journal segment of this version")
         }
         var at = magic.count
+        let compact = CompactDecoder()
         while at < bytes.count {
             func damaged(_ why: String) -> Damage { Damage(offset: at, bytes: bytes.count - at, reason: why) }
-            guard bytes.count - at >= JournalRecord.frame else { return damaged("torn record frame") }
+            guard bytes.count - at >= JournalRecord.frame else {
+                return bytes[at...].allSatisfy({ $0 == 0 }) ? nil : damaged("torn record frame")
+            }
             let length = Int(u32(bytes[...], at))
             let sum = u32(bytes[...], at + 4)
+            // The space reserved past the last record reads as zeros: the end, if all of it is.
+            if length == 0 && sum == 0 {
+                guard bytes[at...].allSatisfy({ $0 == 0 }) else { return damaged("data after an empty record frame") }
+                return nil
+            }
             guard length >= 1, length <= JournalRecord.maxPayload else { return damaged("record length \(length) out of range") }
             guard bytes.count - at - JournalRecord.frame >= length else { return damaged("torn record: \(length) bytes announced") }
             let start = at + JournalRecord.frame
             let computed = bytes.withUnsafeBufferPointer { UInt32(truncatingIfNeeded: crc32(crc32(0, nil, 0), $0.baseAddress! + start, UInt32(length))) }
             guard computed == sum else { return damaged("checksum mismatch") }
-            guard let item = parse(bytes[start..<(start + length)]) else { return damaged("record does not parse") }
-            each(item)
+            if bytes[start] == JournalRecord.RecordType.compact.rawValue {
+                guard let d = compact.decode(bytes[(start + 1)..<(start + length)]) else { return damaged("record does not parse") }
+                compact.store.withUnsafeBufferPointer { each(.compact(d, compact.post, body: $0)) }
+            } else {
+                guard let item = parse(bytes[start..<(start + length)]) else { return damaged("record does not parse") }
+                each(item)
+            }
             at = start + length
         }
         return nil
@@ -158,6 +174,8 @@ public struct JournalReader {
         switch t {
         case .checkpointEnd:
             return p.count == 1 ? .checkpointEnd : nil
+        case .compact:
+            return nil // read by the caller, which keeps the segment's strings
         case .checkpoint:
             guard p.count >= 5 else { return nil }
             let n = Int(u32(p, i))

@@ -21,6 +21,7 @@ public final class Journal {
     /// append starts a new segment rather than write after a torn record.
     private var needsNewSegment = false
     private var encoder = JournalEncoder()
+    private var compact = CompactEncoder()
     /// Told the new descriptor whenever the segment being appended to changes (-1: none), for
     /// the thread that fsyncs it.
     public var onDescriptorChange: ((Int32) -> Void)?
@@ -97,6 +98,7 @@ public final class Journal {
             throw error
         }
         setDescriptor(new)
+        compact.reset()
         current = seq
         window.append(seq)
         currentSize = magic.count
@@ -105,19 +107,34 @@ public final class Journal {
     }
 
     /// Appends one post. On failure nothing of it stays behind (the segment is cut back to
-    /// where it was, or the next append starts a new segment).
+    /// where it was), and the next append starts a new segment.
     public func append(kind: Ingest.Kind, now: Int64, token: String, headers: Ingest.Headers,
                        sdkHeaders: [(name: String, value: String)], body: UnsafeRawBufferPointer) throws(FSError) {
         if needsNewSegment || fd < 0 { try startSegment() }
         encoder.encodePost(kind: kind, now: now, token: token, headers: headers, sdkHeaders: sdkHeaders, body: body)
-        let size = encoder.head.count + body.count
+        let head = encoder.head
+        try write(head, body)
+    }
+
+    /// Appends a post the fast path read (without impact metrics) in the compact form.
+    func appendCompact(_ p: FastPost, body: UnsafeBufferPointer<UInt8>, token: String, now: Int64, interval: String?,
+                       sdkHeaders: [(name: String, value: String)]) throws(FSError) {
+        if needsNewSegment || fd < 0 { try startSegment() }
+        compact.encode(p, body: body, token: token, now: now, interval: interval, sdkHeaders: sdkHeaders)
+        try write(compact.bytes, UnsafeRawBufferPointer(start: nil, count: 0))
+    }
+
+    private func write(_ head: [UInt8], _ body: UnsafeRawBufferPointer) throws(FSError) {
+        let size = head.count + body.count
         do throws(FSError) {
-            if let failure = encoder.head.withUnsafeBytes({ h -> FSError? in
+            if let failure = head.withUnsafeBytes({ h -> FSError? in
                 do throws(FSError) { try fs.append(fd, path: path(current), h, body) } catch { return error }
                 return nil
             }) { throw failure }
         } catch {
-            do throws(FSError) { try fs.truncate(fd, path: path(current), to: currentSize) } catch { needsNewSegment = true }
+            // The strings this record defined are not on disk: a new segment starts afresh.
+            needsNewSegment = true
+            try? fs.truncate(fd, path: path(current), to: currentSize)
             throw error
         }
         currentSize += size
@@ -176,6 +193,7 @@ public final class Journal {
         }
         let replaced = window
         setDescriptor(new)
+        compact.reset()
         current = seq
         window = [seq]
         currentSize = out.count

@@ -1,0 +1,207 @@
+import CZlib
+
+/// The journal's form of a post read by the fast path without impact metrics, the common case:
+/// its counts and names, not its JSON. Every string (token, app, instance, feature and variant
+/// names, SDK fields) is written once per segment and referred to by number after, so a post
+/// that repeats the names of the one before costs a few bytes per toggle instead of its body.
+/// What the journal writes per post is what the page cache and the disk must take, so this
+/// is most of its cost.
+///
+/// Payload (after the record frame): type `compact`, `now` (i64), then varints:
+/// token, appName, flags (1: instanceId, 2: interval), [instanceId], [interval], SDK fields
+/// given in the body (count, then index and value each), header fallbacks (count, then name
+/// and value each), start, stop (zigzag), toggles (count, then name, yes, no (zigzag), variant
+/// count, then name and count each). A string is `id << 1` when the segment has it already,
+/// or `length << 1 | 1` and its bytes, which gives it the next id.
+struct CompactEncoder {
+    private var names = FeatureTable<UInt8>()
+    private(set) var bytes: [UInt8] = []
+    private var hint = 0
+
+    init() { bytes.reserveCapacity(1024) }
+
+    /// A new segment: its first record defines every string again.
+    mutating func reset() { names = FeatureTable() }
+
+    mutating func encode(_ p: FastPost, body: UnsafeBufferPointer<UInt8>, token: String, now: Int64, interval: String?,
+                         sdkHeaders: [(name: String, value: String)]) {
+        names.makeUnique()
+        bytes.removeAll(keepingCapacity: true)
+        bytes.append(contentsOf: [0, 0, 0, 0, 0, 0, 0, 0]) // frame, filled in below
+        bytes.append(JournalRecord.RecordType.compact.rawValue)
+        withUnsafeBytes(of: UInt64(bitPattern: now).littleEndian) { bytes.append(contentsOf: $0) }
+        string(token)
+        string(body, p.appName)
+        let instance = p.instanceId.flatMap { $0.isEmpty ? nil : $0 }
+        bytes.append((instance != nil ? 1 : 0) | (interval != nil ? 2 : 0))
+        if let instance { string(body, instance) }
+        if let interval { string(interval) }
+        var given = 0
+        for f in p.sdkFields where p.sdk[f.index] != nil { given += 1 }
+        varint(UInt64(given))
+        for f in p.sdkFields {
+            guard let r = p.sdk[f.index] else { continue }
+            varint(UInt64(f.index))
+            string(body, r)
+        }
+        varint(UInt64(sdkHeaders.count))
+        for (n, v) in sdkHeaders { string(n); string(v) }
+        varint(zigzag(p.start))
+        varint(zigzag(p.stop))
+        hint = 0
+        p.toggles.withElements { toggles in
+            p.variants.withElements { variants in
+                varint(UInt64(toggles.count))
+                for t in toggles {
+                    string(body, t.name)
+                    varint(zigzag(t.yes))
+                    varint(zigzag(t.no))
+                    varint(UInt64(t.variants.count))
+                    for v in t.variants {
+                        string(body, variants[v].name)
+                        varint(zigzag(variants[v].count))
+                    }
+                }
+            }
+        }
+        let payload = bytes.count - JournalRecord.frame
+        bytes.withUnsafeMutableBufferPointer { b in
+            let sum = UInt32(truncatingIfNeeded: crc32(crc32(0, nil, 0), b.baseAddress! + JournalRecord.frame, UInt32(payload)))
+            withUnsafeBytes(of: UInt32(payload).littleEndian) { for k in 0..<4 { b[k] = $0[k] } }
+            withUnsafeBytes(of: sum.littleEndian) { for k in 0..<4 { b[4 + k] = $0[k] } }
+        }
+    }
+
+    private mutating func string(_ body: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) {
+        string(UnsafeBufferPointer(rebasing: body[r]))
+    }
+
+    private mutating func string(_ s: String) {
+        var s = s
+        s.withUTF8 { string($0) }
+    }
+
+    @inline(__always)
+    private mutating func string(_ s: UnsafeBufferPointer<UInt8>) {
+        if names.updateOwned(s, hint: &hint, initial: { 0 }, { _ in }) {
+            varint(UInt64(s.count) << 1 | 1)
+            bytes.append(contentsOf: s)
+        } else {
+            varint(UInt64(hint - 1) << 1)
+        }
+    }
+
+    @inline(__always)
+    private mutating func varint(_ v: UInt64) {
+        if v < 0x80 { bytes.append(UInt8(v)); return }
+        var v = v
+        while v >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        bytes.append(UInt8(v))
+    }
+
+    private func zigzag(_ v: Int64) -> UInt64 { UInt64(bitPattern: (v << 1) ^ (v >> 63)) }
+}
+
+/// Reads compact records back: the segment's strings so far, and the post as a `FastPost`
+/// whose ranges point into them, merged as the fast path merges.
+public final class CompactDecoder {
+    /// Every string the segment defined, end to end; `names` are their ranges by id.
+    private(set) var store: [UInt8] = []
+    private var names: [Range<Int>] = []
+    var post = FastPost()
+
+    public struct Decoded {
+        public var now: Int64
+        public var token: String
+        public var interval: String?
+        public var sdkHeaders: [(name: String, value: String)]
+    }
+
+    /// Decodes one payload (after the type byte) into `post`; nil if it does not parse. A
+    /// record that does not parse defines nothing.
+    func decode(_ p: ArraySlice<UInt8>) -> Decoded? {
+        let storeCount = store.count, namesCount = names.count
+        var i = p.startIndex
+        func fail() -> Decoded? {
+            store.removeSubrange(storeCount...)
+            names.removeSubrange(namesCount...)
+            return nil
+        }
+        func varint() -> UInt64? {
+            var v: UInt64 = 0, shift: UInt64 = 0
+            while i < p.endIndex, shift < 64 {
+                let b = p[i]
+                i += 1
+                v |= UInt64(b & 0x7F) << shift
+                if b < 0x80 { return v }
+                shift += 7
+            }
+            return nil
+        }
+        func signed() -> Int64? { varint().map { Int64(bitPattern: ($0 >> 1) ^ (0 &- ($0 & 1))) } }
+        func string() -> Range<Int>? {
+            guard let v = varint() else { return nil }
+            if v & 1 == 0 {
+                guard v >> 1 < UInt64(names.count) else { return nil }
+                return names[Int(v >> 1)]
+            }
+            let n = v >> 1
+            guard n <= UInt64(p.endIndex - i) else { return nil }
+            let r = store.count..<(store.count + Int(n))
+            store.append(contentsOf: p[i..<(i + Int(n))])
+            i += Int(n)
+            names.append(r)
+            return r
+        }
+        func text(_ r: Range<Int>) -> String { String(decoding: store[r], as: UTF8.self) }
+        guard p.endIndex - i >= 8 else { return fail() }
+        let now = Int64(bitPattern: JournalReader.u64(p, i))
+        i += 8
+        guard let token = string(), let app = string(), i < p.endIndex else { return fail() }
+        let flags = p[i]
+        i += 1
+        guard flags & ~3 == 0 else { return fail() }
+        var instance: Range<Int>?, interval: Range<Int>?
+        if flags & 1 != 0 { guard let r = string() else { return fail() }; instance = r }
+        if flags & 2 != 0 { guard let r = string() else { return fail() }; interval = r }
+        let fields = SDKField.all.count
+        var sdk = [Range<Int>?](repeating: nil, count: fields)
+        guard let given = varint(), given <= UInt64(fields) else { return fail() }
+        for _ in 0..<given {
+            guard let f = varint(), f < UInt64(fields), let r = string() else { return fail() }
+            sdk[Int(f)] = r
+        }
+        guard let hc = varint(), hc <= 16 else { return fail() }
+        var headers: [(Range<Int>, Range<Int>)] = []
+        for _ in 0..<hc {
+            guard let n = string(), let v = string() else { return fail() }
+            headers.append((n, v))
+        }
+        guard let start = signed(), let stop = signed(), let count = varint(), count <= UInt64(p.endIndex - i) else { return fail() }
+        post.toggles.removeAll()
+        post.variants.removeAll()
+        for _ in 0..<count {
+            guard let name = string(), let yes = signed(), let no = signed(), let vc = varint(), vc <= UInt64(p.endIndex - i + 1)
+            else { return fail() }
+            let first = post.variants.count
+            for _ in 0..<vc {
+                guard let vn = string(), let c = signed() else { return fail() }
+                post.variants.append(FastPost.Variant(name: vn, count: c))
+            }
+            post.toggles.append(FastPost.Toggle(name: name, yes: yes, no: no, variants: first..<post.variants.count))
+        }
+        guard i == p.endIndex else { return fail() }
+        post.appName = app
+        post.instanceId = instance
+        post.start = start
+        post.stop = stop
+        post.impact = nil
+        post.sdk.removeAll()
+        for r in sdk { post.sdk.append(r) }
+        return Decoded(now: now, token: text(token), interval: interval.map(text),
+                       sdkHeaders: headers.map { (text($0.0), text($0.1)) })
+    }
+}
