@@ -42,6 +42,9 @@ public final class Daemon {
         self.configPath = configPath
         self.log = log
         log.routeLibeventMessages()
+        // Past a file size limit (ulimit -f) a write fails with EFBIG, answered 503, instead
+        // of killing the process (the journal's first segment is written before the loop runs).
+        signal(SIGXFSZ, SIG_IGN)
         telemetry = Telemetry()
         loop = try EventLoop()
         client = try UpstreamClient(loop: loop, config: config.upstream)
@@ -69,6 +72,7 @@ public final class Daemon {
         try forwarder.openSpool()
         // Before any request is served: the window the last run acknowledged comes back.
         try recoverJournal()
+        forwarder.queueSpooled()
         syncer?.start()
         forwarder.onProgress = { [unowned self] in if !self.durable.unreleased.isEmpty { self.releaseJournal() } }
         windowTimer = LoopEvent(loop: loop) { [unowned self] in self.windowElapsed() }
@@ -86,9 +90,6 @@ public final class Daemon {
     /// Serves until SIGTERM/SIGINT and a drain; returns the exit status.
     public func run() -> Int32 {
         signal(SIGPIPE, SIG_IGN)
-        // Past a file size limit (ulimit -f) a write fails with EFBIG, answered 503, instead
-        // of killing the process.
-        signal(SIGXFSZ, SIG_IGN)
         // A window replayed from the journal closes when it would have without the restart,
         // so a proxy restarted more often than its window still forwards.
         let interval = config.window.interval.milliseconds
@@ -255,7 +256,7 @@ public final class Daemon {
         let started = monotonicMillis()
         let r: DurableWindow.Recovery
         do {
-            r = try durable.recover(spooled: Set(forwarder.spool.entries.flatMap(\.journal)), config: config)
+            r = try durable.recover(spool: forwarder.spool, config: config)
         } catch {
             throw StartupError("journal \(journal.dir) is not usable: \(error)")
         }
@@ -266,12 +267,16 @@ public final class Daemon {
             log.warn("journal tail dropped (a post whose answer never left, or damage)",
                      [("file", journal.path(segment)), ("offset", "\(d.offset)"), ("bytes", "\(d.bytes)"), ("reason", d.reason)])
         }
+        if !r.unspooled.isEmpty {
+            log.warn("batches of a window spooled only in part removed; the journal replay makes them again",
+                     [("batches", r.unspooled.joined(separator: ","))])
+        }
         if r.refused > 0 {
             log.error("journal records the replay could not merge", [("records", "\(r.refused)")])
         }
         if !r.segments.isEmpty || !r.skipped.isEmpty {
             log.info("journal replayed", [("records", "\(r.records)"), ("segments", "\(r.segments.count)"), ("bytes", "\(r.bytes)"),
-                                         ("already_spooled", "\(r.skipped.count)"), ("keys", "\(durable.window.keyCount)"),
+                                         ("already_spooled", "\(r.skipped.count)"), ("spooled_in_part", "\(r.unspooled.count)"), ("keys", "\(durable.window.keyCount)"),
                                          ("ms", "\(monotonicMillis() - started)")])
         }
     }

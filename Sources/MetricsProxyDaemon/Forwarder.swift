@@ -55,7 +55,7 @@ final class Forwarder {
 
     static func spacing(_ rate: Double) -> Int64 { rate > 0 ? Int64(1000 / rate) : 0 }
 
-    /// Indexes what an earlier run left in the spool; it is sent before anything new.
+    /// Indexes what an earlier run left in the spool.
     func openSpool() throws(StartupError) {
         let aside: [(name: String, reason: String)]
         do { aside = try spool.open() } catch {
@@ -65,6 +65,11 @@ final class Forwarder {
             telemetry.metrics.batchesDropped["corrupt", default: 0] += 1
             log.error("spool file set aside", [("file", name), ("reason", reason), ("moved_to", "\(spool.dir)/corrupt")])
         }
+    }
+
+    /// Queues what the spool holds (after the journal's replay has taken out a window spooled
+    /// only in part); it is sent before anything new.
+    func queueSpooled() {
         let found = spool.entries.map {
             var b = Batch(id: $0.id, token: $0.token, path: $0.path, body: [], created: $0.created, entries: $0.entries)
             b.spooled = true

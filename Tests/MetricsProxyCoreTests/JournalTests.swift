@@ -15,6 +15,12 @@ final class JournalTests: XCTestCase {
         return Array((body + "}").utf8)
     }
 
+    static func spool(_ fs: ScriptedFileSystem) -> Spool {
+        let s = Spool(dir: "/s", fs: fs, maxSize: 1 << 30, maxAgeMillis: .max)
+        _ = try? s.open()
+        return s
+    }
+
     var config: Config {
         var c = Config()
         c.spool.dir = "/s"
@@ -80,7 +86,7 @@ final class JournalTests: XCTestCase {
     func testAcceptedPostsComeBackExactlyAsTheyWereMerged() throws {
         let fs = ScriptedFileSystem()
         let before = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
-        XCTAssertEqual(try before.recover(spooled: [], config: config), DurableWindow.Recovery(segments: [], records: 0, bytes: 0))
+        XCTAssertEqual(try before.recover(spool: Self.spool(fs), config: config), DurableWindow.Recovery(segments: [], records: 0, bytes: 0))
         var gz = json
         gz.contentEncoding = "gzip"
         gz.interval = "15000"
@@ -96,7 +102,7 @@ final class JournalTests: XCTestCase {
         XCTAssertEqual(before.journal!.records, 3)
 
         let after = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now + 5)
-        let r = try after.recover(spooled: [], config: config)
+        let r = try after.recover(spool: Self.spool(fs), config: config)
         XCTAssertEqual(r.records, 3)
         XCTAssertEqual(r.damaged.count, 0)
         XCTAssertEqual(Self.upstreamBodies(after.window), Self.upstreamBodies(before.window))
@@ -110,7 +116,7 @@ final class JournalTests: XCTestCase {
     func testCommonPostsAreJournalledCompactlyAndAFailedAppendStartsTheStringsAfresh() throws {
         let fs = ScriptedFileSystem()
         let d = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
-        _ = try d.recover(spooled: [], config: config)
+        _ = try d.recover(spool: Self.spool(fs), config: config)
         let flags = (0..<50).map { "feature.checkout.flag-\($0)" }
         var interval = json
         interval.interval = "15000"
@@ -126,7 +132,7 @@ final class JournalTests: XCTestCase {
         XCTAssertEqual(d.accept(.metrics, headers: interval, body: Self.post(flags + ["late"]), now: Self.now) { sdk[$0] }, .accepted)
         XCTAssertEqual(journal.window, [1, 2], "the append after a failure starts a segment, which defines its strings again")
         let again = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
-        XCTAssertEqual(try again.recover(spooled: [], config: config).records, 21)
+        XCTAssertEqual(try again.recover(spool: Self.spool(fs), config: config).records, 21)
         XCTAssertEqual(Self.upstreamBodies(again.window), Self.upstreamBodies(d.window))
         XCTAssertTrue(Self.upstreamBodies(again.window)[0].contains(#""interval":15000"#))
         XCTAssertTrue(Self.upstreamBodies(again.window)[0].contains("unleash-client-python:6.9.1"))
@@ -135,13 +141,13 @@ final class JournalTests: XCTestCase {
     func testATornTailIsDroppedAndCountedAndTheRestReplayed() throws {
         let fs = ScriptedFileSystem()
         let d = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
-        _ = try d.recover(spooled: [], config: config)
+        _ = try d.recover(spool: Self.spool(fs), config: config)
         for f in ["a", "b"] { XCTAssertEqual(d.accept(.metrics, headers: json, body: Self.post([f]), now: Self.now), .accepted) }
         let path = d.journal!.path(1)
         fs.files[path]! += JournalEncoder.encode(JournalRecord(kind: .metrics, now: Self.now, token: "t", headers: json,
                                                                body: Self.post(["torn"]))).prefix(30)
         let again = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
-        let r = try again.recover(spooled: [], config: config)
+        let r = try again.recover(spool: Self.spool(fs), config: config)
         XCTAssertEqual(r.records, 2)
         XCTAssertEqual(r.damaged.map(\.segment), [1])
         XCTAssertEqual(r.damaged.first?.damage.bytes, 30)
@@ -151,7 +157,7 @@ final class JournalTests: XCTestCase {
     func testAFullDiskAnswers503AndLeavesTheWindowUntouched() throws {
         let fs = ScriptedFileSystem()
         let d = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
-        _ = try d.recover(spooled: [], config: config)
+        _ = try d.recover(spool: Self.spool(fs), config: config)
         fs.appendFaults = [ENOSPC]
         guard case .unavailable(let body) = d.accept(.metrics, headers: json, body: Self.post(["a"]), now: Self.now) else {
             return XCTFail("a post that cannot be journalled must not be acknowledged")
@@ -163,7 +169,7 @@ final class JournalTests: XCTestCase {
         // The disk has room again: the SDK's retry is taken, once.
         XCTAssertEqual(d.accept(.metrics, headers: json, body: Self.post(["a"]), now: Self.now), .accepted)
         let again = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
-        _ = try again.recover(spooled: [], config: config)
+        _ = try again.recover(spool: Self.spool(fs), config: config)
         XCTAssertEqual(Self.counts(again.window), ["a": 1])
     }
 
@@ -171,7 +177,7 @@ final class JournalTests: XCTestCase {
         let fs = ScriptedFileSystem()
         let journal = Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20)
         let d = DurableWindow(config: config, journal: journal, opened: Self.now)
-        _ = try d.recover(spooled: [], config: config)
+        _ = try d.recover(spool: Self.spool(fs), config: config)
         let gauge = #"{"name":"queue","help":"h","type":"gauge","samples":[{"labels":{"q":"x"},"value":7}]}"#
         let histogram = #"{"name":"lat","help":"h","type":"histogram","samples":[{"labels":{},"count":2,"sum":0.5,"buckets":[{"le":0.1,"count":1},{"le":"+Inf","count":2}]}]}"#
         let register = #"{"appName":"shop","instanceId":"i1","interval":15000,"started":"2026-12-04T09:00:00.000Z","strategies":["default","flexibleRollout"],"sdkVersion":"unleash-node:6.1.0"}"#
@@ -189,7 +195,7 @@ final class JournalTests: XCTestCase {
         XCTAssertEqual(d.accept(.metrics, headers: json, body: Self.post(["late"]), now: Self.now + 200), .accepted)
 
         let again = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
-        let r = try again.recover(spooled: [], config: config)
+        let r = try again.recover(spool: Self.spool(fs), config: config)
         XCTAssertEqual(r.refused, 0)
         var withoutLate = Self.counts(again.window)
         XCTAssertEqual(withoutLate.removeValue(forKey: "late"), 1)
@@ -206,8 +212,8 @@ final class JournalTests: XCTestCase {
     // MARK: crash points
 
     /// One run of a proxy's life on `fs`: start (spool, then journal replay), twelve posts of
-    /// a flag each, a checkpoint after the fifth, a window close (batches spooled, then the
-    /// journal cut) after the eighth. It stops where the disk dies. Returns the flags answered
+    /// a flag each under two tokens, a checkpoint after the fifth, a window close (its two
+    /// batches spooled, then the journal cut) after the eighth. It stops where the disk dies. Returns the flags answered
     /// 202, and the one whose answer was being decided when it died.
     func life(_ fs: ScriptedFileSystem, run: Int) -> (acknowledged: [String], unanswered: String?) {
         var acknowledged: [String] = []
@@ -216,13 +222,16 @@ final class JournalTests: XCTestCase {
         let d = DurableWindow(config: config, journal: journal, opened: Self.now)
         do {
             _ = try spool.open()
-            _ = try d.recover(spooled: Set(spool.entries.flatMap(\.journal)), config: config)
+            _ = try d.recover(spool: spool, config: config)
         } catch {
             return ([], nil)
         }
         for i in 0..<12 {
             let flag = "r\(run)-\(i)"
-            if d.accept(.metrics, headers: json, body: Self.post([flag]), now: Self.now) == .accepted { acknowledged.append(flag) }
+            // Two tokens: each window makes two batches, so a kill can fall between them.
+            var headers = json
+            if i % 2 == 1 { headers.authorization = "default:production.other" }
+            if d.accept(.metrics, headers: headers, body: Self.post([flag]), now: Self.now) == .accepted { acknowledged.append(flag) }
             if fs.crashed { return (acknowledged, flag) }
             if i == 4 {
                 journal.maxSize = 1
@@ -249,7 +258,7 @@ final class JournalTests: XCTestCase {
         let d = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
         do {
             _ = try spool.open()
-            _ = try d.recover(spooled: Set(spool.entries.flatMap(\.journal)), config: config)
+            _ = try d.recover(spool: spool, config: config)
         } catch {
             XCTAssertTrue(fs.crashed, "\(error)")
             return nil

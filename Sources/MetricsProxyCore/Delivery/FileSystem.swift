@@ -162,8 +162,14 @@ public final class PosixFileSystem: FileSystem {
         let n = head.count + body.count
         guard m.used + n <= Self.mappingSize else { throw FSError(code: EFBIG, operation: "write", path: path) }
         if m.used + n > m.reserved {
-            let grow = max(Self.chunk, m.used + n - m.reserved)
-            let r = posix_fallocate(fd, off_t(m.reserved), off_t(grow))
+            let need = m.used + n - m.reserved
+            var grow = max(Self.chunk, need)
+            var r = posix_fallocate(fd, off_t(m.reserved), off_t(grow))
+            if [ENOSPC, EDQUOT, EFBIG].contains(r) && grow > need {
+                // A nearly full disk: only what this append needs.
+                grow = need
+                r = posix_fallocate(fd, off_t(m.reserved), off_t(grow))
+            }
             guard r == 0 else { throw FSError(code: r, operation: "fallocate", path: path) }
             // Fault the new pages in with one call rather than one fault per page as they fill
             // (MADV_POPULATE_WRITE, Linux 5.14; older kernels ignore it and fault as before).

@@ -14,8 +14,9 @@ public final class Spool {
         public var fileBytes: Int
         public var created: Int64
         public var entries: Int
-        /// The journal segments its window came from.
+        /// The journal segments its window came from, and how many batches that window made.
         public var journal: [UInt64] = []
+        public var windowBatches = 0
     }
 
     public enum DropReason: String, Sendable, CaseIterable {
@@ -60,7 +61,7 @@ public final class Spool {
                     let b = try SpoolFile.decode(bytes)
                     guard "\(b.id).batch" == name else { throw SpoolFile.Corrupt(reason: "id \(b.id) does not match the file name") }
                     entries.append(Entry(id: b.id, token: b.token, path: b.path, fileBytes: bytes.count, created: b.created,
-                                         entries: b.entries, journal: b.journal))
+                                         entries: b.entries, journal: b.journal, windowBatches: b.windowBatches))
                     self.bytes += bytes.count
                 } catch let e as SpoolFile.Corrupt {
                     try setAsideCorrupt(name)
@@ -95,7 +96,8 @@ public final class Spool {
             throw error
         }
         let entry = Entry(id: batch.id, token: batch.token, path: batch.path, fileBytes: bytes.count,
-                          created: batch.created, entries: batch.entries, journal: batch.journal)
+                          created: batch.created, entries: batch.entries, journal: batch.journal,
+                          windowBatches: batch.windowBatches)
         let i = entries.firstIndex { $0.id > batch.id } ?? entries.endIndex
         entries.insert(entry, at: i)
         self.bytes += bytes.count

@@ -12,7 +12,7 @@ import CZlib
 /// path: /client/metrics/bulk
 /// entries: 42
 /// token: default:development.secret
-/// journal: 41,42
+/// journal: 41,42 of 3
 /// length: 5120
 /// crc32: 89abcdef
 ///
@@ -29,7 +29,7 @@ public enum SpoolFile {
     public static func encode(_ b: Batch) -> [UInt8] {
         var head = "\(magic)\nid: \(b.id)\ncreated: \(b.created)\nattempts: \(b.attempts)\npath: \(b.path)\n"
         head += "entries: \(b.entries)\ntoken: \(b.token)\n"
-        if !b.journal.isEmpty { head += "journal: \(b.journal.map { String($0) }.joined(separator: ","))\n" }
+        if !b.journal.isEmpty { head += "journal: \(b.journal.map { String($0) }.joined(separator: ",")) of \(b.windowBatches)\n" }
         head += "length: \(b.body.count)\n"
         let headBytes = Array(head.utf8)
         let sum = crc(headBytes, b.body)
@@ -68,9 +68,13 @@ public enum SpoolFile {
         guard length == body.count else { throw Corrupt(reason: "body is \(body.count) bytes, header says \(length)") }
         var b = Batch(id: id, token: token, path: path, body: body, created: created, attempts: attempts, entries: entries)
         if let j = fields["journal"] {
-            let segments = j.split(separator: ",").map { UInt64($0) }
-            guard !segments.contains(nil) else { throw Corrupt(reason: "journal segments \"\(j)\" do not parse") }
+            let parts = j.split(separator: " ", omittingEmptySubsequences: false)
+            let segments = parts[0].split(separator: ",").map { UInt64($0) }
+            guard parts.count == 3, parts[1] == "of", let n = Int(parts[2]), n > 0, !segments.isEmpty, !segments.contains(nil) else {
+                throw Corrupt(reason: "journal segments \"\(j)\" do not parse")
+            }
             b.journal = segments.map { $0! }
+            b.windowBatches = n
         }
         return b
     }

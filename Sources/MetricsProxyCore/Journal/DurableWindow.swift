@@ -38,22 +38,39 @@ public final class DurableWindow {
         public var damaged: [(segment: UInt64, damage: JournalReader.Damage)] = []
         /// Records the replay could not merge (none, unless the file was tampered with).
         public var refused = 0
+        /// Spooled batches of a window the spool held only in part, removed: the replay
+        /// rebuilds their window.
+        public var unspooled: [String] = []
 
         public static func == (a: Recovery, b: Recovery) -> Bool {
             a.segments == b.segments && a.records == b.records && a.bytes == b.bytes && a.skipped == b.skipped
-                && a.refused == b.refused && a.damaged.map(\.segment) == b.damaged.map(\.segment)
+                && a.refused == b.refused && a.unspooled == b.unspooled && a.damaged.map(\.segment) == b.damaged.map(\.segment)
                 && a.damaged.map(\.damage) == b.damaged.map(\.damage)
         }
     }
 
-    /// Replays the journal into the open window, before any request is served: segments
-    /// `spooled` names (their window reached the spool before the process stopped) and those
-    /// a complete checkpoint replaced are removed, every other one is merged in order. Then
-    /// new posts go to a fresh segment.
-    public func recover(spooled: Set<UInt64>, config: Config) throws(FSError) -> Recovery {
+    /// Replays the journal into the open window, before any request is served. Segments whose
+    /// window the spool holds whole (every batch of it: the process stopped after spooling it
+    /// but before removing them) and those a complete checkpoint replaced are removed; every
+    /// other one is merged in order. Batches of a window the spool holds only in part (the
+    /// process stopped while spooling it) are removed from the spool, as the replay makes them
+    /// again: `Recovery.unspooled` names them. Then new posts go to a fresh segment.
+    public func recover(spool: Spool, config: Config) throws(FSError) -> Recovery {
         guard let journal else { return Recovery() }
         var r = Recovery()
         let found = try journal.open()
+        let existing = Set(found)
+        var spooled = Set<UInt64>()
+        for (segments, batches) in Dictionary(grouping: spool.entries.filter { !$0.journal.isEmpty }, by: \.journal) {
+            if batches.count >= batches[0].windowBatches {
+                spooled.formUnion(segments)
+            } else if !existing.isDisjoint(with: segments) {
+                for b in batches {
+                    try spool.remove(b.id)
+                    r.unspooled.append(b.id)
+                }
+            }
+        }
         var contents: [(UInt64, [UInt8])] = []
         var replaced = Set<UInt64>()
         for seq in found where !spooled.contains(seq) {
@@ -101,7 +118,10 @@ public final class DurableWindow {
             }
             if let damage { r.damaged.append((seq, damage)) }
             r.segments.append(seq)
-            r.bytes += bytes.count - (damage?.bytes ?? 0)
+            // What was written, without the space reserved after it (zeros).
+            var end = bytes.count - (damage?.bytes ?? 0)
+            while end > 0 && bytes[end - 1] == 0 { end -= 1 }
+            r.bytes += end
         }
         r.skipped = found.filter { spooled.contains($0) || replaced.contains($0) }
         try journal.remove(r.skipped)
@@ -161,7 +181,10 @@ public final class DurableWindow {
         if let journal, journal.records > 0 {
             let (closed, f) = journal.rotate()
             failure = f
-            for i in batches.indices { batches[i].journal = closed }
+            for i in batches.indices {
+                batches[i].journal = closed
+                batches[i].windowBatches = batches.count
+            }
             unreleased.append((closed, Set(batches.map(\.id))))
             snapshotBytes = 0
         }

@@ -1,3 +1,5 @@
+import Glibc
+
 /// The journal on disk: a directory (0700) of segment files `<seq>.journal` (0600: they hold
 /// tokens), numbered in the order they were started. The open window's posts are in the last
 /// segments; a window close starts a new segment, and the closed window's segments are
@@ -79,7 +81,12 @@ public final class Journal {
         window = replayed
         self.bytes = bytes
         self.records = records
-        try startSegment()
+        do {
+            try startSegment()
+        } catch where [ENOSPC, EDQUOT, EFBIG].contains(error.code) {
+            // A full disk is no reason not to start: posts are answered 503 until it has room.
+            needsNewSegment = true
+        }
     }
 
     private func startSegment() throws(FSError) {

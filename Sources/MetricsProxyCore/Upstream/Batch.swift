@@ -18,6 +18,9 @@ public struct Batch: Sendable, Equatable {
     /// The journal segments whose posts this batch's window holds: at start, a segment the
     /// spool already covers is not replayed again.
     public var journal: [UInt64] = []
+    /// How many batches its window made: the spool covers those segments only when it holds
+    /// them all (a kill part way through spooling a window leaves some).
+    public var windowBatches = 0
 
     public init(id: String, token: String, path: String, body: [UInt8], created: Int64, attempts: Int = 0, entries: Int) {
         self.id = id
