@@ -1,5 +1,6 @@
 import Glibc
 import MetricsProxyCore
+import Synchronization
 
 /// fsyncs the journal every `[journal] fsync` interval on a thread of its own, as Redis does
 /// with `appendfsync everysec`: the loop only writes into the page cache and never waits on
@@ -11,7 +12,8 @@ final class JournalSyncer: @unchecked Sendable {
     /// Guarded by `mutex`.
     private var fd: Int32 = -1
     private var retired: [Int32] = []
-    private var dirty = false
+    /// Set by the loop after each append (no lock on the loop's path), taken by the thread.
+    private let dirty = Atomic<Bool>(false)
     private var latencies = Histogram(bounds: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
     private var thread = pthread_t()
 
@@ -34,15 +36,13 @@ final class JournalSyncer: @unchecked Sendable {
         pthread_mutex_lock(&mutex)
         if fd >= 0 { retired.append(fd) }
         fd = copy
-        dirty = true
         pthread_mutex_unlock(&mutex)
+        dirty.store(true, ordering: .releasing)
     }
 
     /// Something was appended since the last fsync.
     func markDirty() {
-        pthread_mutex_lock(&mutex)
-        dirty = true
-        pthread_mutex_unlock(&mutex)
+        dirty.store(true, ordering: .releasing)
     }
 
     var fsyncSeconds: Histogram {
@@ -60,8 +60,8 @@ final class JournalSyncer: @unchecked Sendable {
             pthread_mutex_lock(&mutex)
             let old = retired
             retired = []
-            let current = dirty && fd >= 0 ? dup(fd) : -1
-            dirty = false
+            let wasDirty = dirty.exchange(false, ordering: .acquiringAndReleasing)
+            let current = wasDirty && fd >= 0 ? dup(fd) : -1
             pthread_mutex_unlock(&mutex)
             for o in old { fsync(o); close(o) }
             guard current >= 0 else { continue }

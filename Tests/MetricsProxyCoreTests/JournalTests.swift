@@ -138,6 +138,26 @@ final class JournalTests: XCTestCase {
         XCTAssertTrue(Self.upstreamBodies(again.window)[0].contains("unleash-client-python:6.9.1"))
     }
 
+    /// Segment numbers are never used twice: a journal found empty (removed by hand, or
+    /// never started) numbers its segments past those the spool's batches name, else a new
+    /// segment would pass for a spooled one at the next start and be skipped.
+    func testSegmentNumbersContinuePastTheSpoolsEvenWithAnEmptyJournal() throws {
+        let fs = ScriptedFileSystem()
+        let spool = Self.spool(fs)
+        var b = Batch(id: "000000000000001-0000", token: Self.token, path: "/client/metrics/bulk",
+                      body: Array(#"{"applications":[],"metrics":[]}"#.utf8), created: Self.now, entries: 0)
+        b.journal = [7, 8]
+        b.windowBatches = 1
+        try spool.store(b)
+        let d = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        _ = try d.recover(spool: spool, config: config)
+        XCTAssertEqual(d.journal!.window, [9])
+        XCTAssertEqual(d.accept(.metrics, headers: json, body: Self.post(["a"]), now: Self.now), .accepted)
+        let again = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        _ = try again.recover(spool: Self.spool(fs), config: config)
+        XCTAssertEqual(Self.counts(again.window), ["a": 1])
+    }
+
     func testATornTailIsDroppedAndCountedAndTheRestReplayed() throws {
         let fs = ScriptedFileSystem()
         let d = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)

@@ -128,6 +128,8 @@ public final class PosixFileSystem: FileSystem {
         /// Bytes reserved (the file's size) and bytes written.
         var reserved: Int
         var used: Int
+        /// Bytes from the start unmapped already (written, and left to the page cache).
+        var released = 0
 
         init(base: UnsafeMutableRawPointer, reserved: Int, used: Int) {
             self.base = base
@@ -171,6 +173,13 @@ public final class PosixFileSystem: FileSystem {
                 r = posix_fallocate(fd, off_t(m.reserved), off_t(grow))
             }
             guard r == 0 else { throw FSError(code: r, operation: "fallocate", path: path) }
+            // Pages already written are left to the page cache (where they stay, and are
+            // written back): unmapped, they no longer count in this process's memory.
+            let done = m.used & ~4095
+            if done > m.released {
+                _ = madvise(m.base + m.released, done - m.released, MADV_DONTNEED)
+                m.released = done
+            }
             // Fault the new pages in with one call rather than one fault per page as they fill
             // (MADV_POPULATE_WRITE, Linux 5.14; older kernels ignore it and fault as before).
             _ = madvise(m.base + m.reserved, grow, 23)

@@ -58,7 +58,7 @@ public final class DurableWindow {
     public func recover(spool: Spool, config: Config) throws(FSError) -> Recovery {
         guard let journal else { return Recovery() }
         var r = Recovery()
-        let found = try journal.open()
+        let found = try journal.open(after: spool.entries.flatMap(\.journal).max() ?? 0)
         let existing = Set(found)
         var spooled = Set<UInt64>()
         for (segments, batches) in Dictionary(grouping: spool.entries.filter { !$0.journal.isEmpty }, by: \.journal) {

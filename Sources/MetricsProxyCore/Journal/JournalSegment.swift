@@ -19,6 +19,8 @@ public final class Journal {
     public private(set) var bytes = 0
     public private(set) var records = 0
     private var currentSize = 0
+    /// `path(current)`, made once per segment rather than once per append.
+    private var currentPath = ""
     /// The current segment's tail could not be repaired after a failed append: the next
     /// append starts a new segment rather than write after a torn record.
     private var needsNewSegment = false
@@ -51,8 +53,9 @@ public final class Journal {
     public var descriptor: Int32 { fd }
 
     /// Creates the directory, removes leftover temporary files, and lists the segments found,
-    /// oldest first.
-    public func open() throws(FSError) -> [UInt64] {
+    /// oldest first. New segments are numbered past them and past `after` (the numbers the
+    /// spool's batches name), so a number is never used twice.
+    public func open(after: UInt64 = 0) throws(FSError) -> [UInt64] {
         try fs.makeDirectory(dir, mode: 0o700)
         var found: [UInt64] = []
         for name in try fs.list(dir) {
@@ -62,7 +65,7 @@ public final class Journal {
                 found.append(seq)
             }
         }
-        current = found.max() ?? 0
+        current = max(found.max() ?? 0, after)
         return found.sorted()
     }
 
@@ -107,6 +110,7 @@ public final class Journal {
         setDescriptor(new)
         compact.reset()
         current = seq
+        currentPath = path(seq)
         window.append(seq)
         currentSize = magic.count
         bytes += magic.count
@@ -135,13 +139,13 @@ public final class Journal {
         let size = head.count + body.count
         do throws(FSError) {
             if let failure = head.withUnsafeBytes({ h -> FSError? in
-                do throws(FSError) { try fs.append(fd, path: path(current), h, body) } catch { return error }
+                do throws(FSError) { try fs.append(fd, path: currentPath, h, body) } catch { return error }
                 return nil
             }) { throw failure }
         } catch {
             // The strings this record defined are not on disk: a new segment starts afresh.
             needsNewSegment = true
-            try? fs.truncate(fd, path: path(current), to: currentSize)
+            try? fs.truncate(fd, path: currentPath, to: currentSize)
             throw error
         }
         currentSize += size
@@ -201,6 +205,7 @@ public final class Journal {
         let replaced = window
         setDescriptor(new)
         compact.reset()
+        currentPath = path(seq)
         current = seq
         window = [seq]
         currentSize = out.count
