@@ -46,7 +46,7 @@ final class FuzzRegressionTests: XCTestCase {
 
     func testJournalInputs() throws {
         let all = try inputs("journal")
-        XCTAssertGreaterThanOrEqual(all.count, 4)
+        XCTAssertGreaterThanOrEqual(all.count, 5)
         for (_, bytes) in all { bytes.withUnsafeBufferPointer { FuzzTargets.journal($0) } }
         // The seeds are what the proxy writes: two posts; a checkpoint with a post after it; a torn tail.
         func items(_ name: String) -> (posts: Int, checkpoints: Int, damage: JournalReader.Damage?) {
@@ -71,6 +71,16 @@ final class FuzzRegressionTests: XCTestCase {
             for t in p.toggles { toggles.append("\(String(decoding: body[t.name], as: UTF8.self))=\(t.yes)/\(t.no)/\(t.variants.count)") }
         })
         XCTAssertEqual(toggles, ["a=1/2/1", "b=0/3/0", "a=4/0/2", "b=1/1/0"])
+        // A compact record carrying impact metrics: replayed, they reach the window's series.
+        var window = Window(opened: 0)
+        var ingest = Ingest(DurableWindow.replayConfig(Config()))
+        XCTAssertNil(JournalReader.read(all.first { $0.0.hasSuffix("compact-impact.journal") }!.1) { item in
+            guard case .compact(let d, let p, let body) = item else { return XCTFail("not compact") }
+            XCTAssertNotNil(d.impact)
+            ingest.merge(d, p, body: body, into: &window)
+        })
+        XCTAssertEqual(window.impact.keyCount, 2)
+        XCTAssertEqual(window.flagKeys, 1)
         XCTAssertEqual(items("torn.journal").damage?.reason, "torn record: 341 bytes announced")
     }
 }

@@ -104,13 +104,19 @@ enum FuzzTargets {
                 if case .compact(let d, let post, let body) = item {
                     // Written again by a segment's first encoder and read back: the same post.
                     var encoder = CompactEncoder()
-                    encoder.encode(post, body: body, token: d.token, now: d.now, interval: d.interval, sdkHeaders: d.sdkHeaders)
+                    // The impact JSON rides after the strings, as in a request body.
+                    var withImpact = post
+                    let all = Array(body) + (d.impact ?? [])
+                    if let impact = d.impact { withImpact.impactRange = body.count..<(body.count + impact.count) }
+                    all.withUnsafeBufferPointer { b in
+                        encoder.encode(withImpact, body: b, token: d.token, now: d.now, interval: d.interval, sdkHeaders: d.sdkHeaders)
+                    }
                     let again = CompactDecoder()
                     let bytes = encoder.bytes
                     let decoded = again.decode(bytes[(JournalRecord.frame + 1)...])
                     precondition(decoded.map { canonical($0, again.post, again.store) } == canonical(d, post, Array(body)),
                                  "a compact record read back differs from the one written")
-                    window.merge(post, body: body, token: d.token, interval: d.interval.flatMap(Double.init), now: d.now) { _ in nil }
+                    ingest.merge(d, post, body: body, into: &window)
                     return
                 }
                 guard case .post(var r, let body) = item else { return }
@@ -135,6 +141,7 @@ enum FuzzTargets {
     static func canonical(_ d: CompactDecoder.Decoded, _ p: FastPost, _ body: [UInt8]) -> String {
         func t(_ r: Range<Int>?) -> String { r.map { String(decoding: body[$0], as: UTF8.self).debugDescription } ?? "nil" }
         var out = "\(d.now) \(d.token.debugDescription) \(d.interval ?? "nil") \(d.sdkHeaders.map { "\($0.name)=\($0.value)" })"
+        out += " impact: \(d.impact.map { $0.description } ?? "none")"
         out += " \(t(p.appName)) \(t(p.instanceId.flatMap { $0.isEmpty ? nil : $0 })) \(p.sdkFields.map { t(p.sdk[$0.index]) }) \(p.start) \(p.stop)"
         for tg in p.toggles {
             out += " [\(t(tg.name)) \(tg.yes) \(tg.no)" + tg.variants.map { " \(t(p.variants[$0].name))=\(p.variants[$0].count)" }.joined() + "]"

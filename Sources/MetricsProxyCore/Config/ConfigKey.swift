@@ -166,7 +166,7 @@ public struct ConfigKey {
             .value("journal", "fsync", \.journal.fsync, default: "1s", live: false) { v, bad throws(ConfigError) -> Duration? in
                 v.lowercased() == "off" ? nil : try V.duration(v, { bad("expected off or an interval such as 1s: \($0)") })
             },
-            .value("journal", "max_size", \.journal.maxSize, default: "64MiB") { v, bad throws(ConfigError) in
+            .value("journal", "max_size", \.journal.maxSize, default: "32MiB") { v, bad throws(ConfigError) in
                 // A segment is appended through a mapping of 1 GiB: room for a checkpoint past it.
                 let n = try V.size(v, min: 1 << 20, bad)
                 guard n <= 512 << 20 else { throw bad("must be at most 512MiB") }

@@ -24,6 +24,8 @@ public struct FastPost {
     /// The body's `impactMetrics`, read by `Decoding.impactMetrics` from where the scan
     /// found them, so that the flag counts beside them stay on the fast path. Nil: none.
     var impact: ImpactMetrics?
+    /// Where the body's `impactMetrics` value lies: the journal keeps it as it came.
+    var impactRange: Range<Int>?
     /// The longest toggle or variant name, in bytes (for `PostLimits`).
     var longestName = 0
     /// Reused storage: appending checks no uniqueness and copies nothing.

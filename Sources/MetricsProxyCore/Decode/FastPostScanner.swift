@@ -10,6 +10,7 @@ public enum FastPostScanner {
         p.longestName = 0
         p.instanceId = nil
         p.impact = nil
+        p.impactRange = nil
         p.sdk.removeAll()
         for _ in p.sdkFields { p.sdk.append(nil) }
         guard let base = body.baseAddress else { return false }

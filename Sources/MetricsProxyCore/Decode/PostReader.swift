@@ -180,6 +180,7 @@ struct PostReader {
                 var d = Decoding(scanner: scanner)
                 d.scanner.position = r.i
                 guard let impact = try? d.impactMetrics() else { return false }
+                p.impactRange = r.i..<d.scanner.position
                 r.i = d.scanner.position
                 p.impact = impact
             case 7 where r.keyIs(key, "appName"):

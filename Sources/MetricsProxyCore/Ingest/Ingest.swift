@@ -94,12 +94,8 @@ public struct Ingest {
             var impact = scratch!.impact ?? ImpactMetrics()
             if !impact.metrics.isEmpty { intake.limits.trim(&impact) }
             if window.wouldExceed(maxKeys, fast: scratch!, body: body, token: token, impact: impact.metrics) { return windowFull }
-            if let journal {
-                // The common post goes to the journal as its counts and names, not its body.
-                let failed = impact.metrics.isEmpty && impact.dropped.isEmpty
-                    ? recordCompact(token, headers, body, now, journal, header) : record(kind, token, headers, body, now, journal, header)
-                if let failed { return failed }
-            }
+            // The common post goes to the journal as its counts and names, not its body.
+            if let journal, let failed = recordCompact(token, headers, body, now, journal, header) { return failed }
             // Merged now, while the body the post was read from is still valid.
             let dropped = window.merge(scratch!, body: body, token: token, interval: interval, now: now, header: header,
                                        impact: impact.metrics)

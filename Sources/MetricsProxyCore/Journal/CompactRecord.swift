@@ -8,10 +8,11 @@ import CZlib
 /// is most of its cost.
 ///
 /// Payload (after the record frame): type `compact`, `now` (i64), then varints:
-/// token, appName, flags (1: instanceId, 2: interval), [instanceId], [interval], SDK fields
-/// given in the body (count, then index and value each), header fallbacks (count, then name
-/// and value each), start, stop (zigzag), toggles (count, then name, yes, no (zigzag), variant
-/// count, then name and count each). A string is `id << 1` when the segment has it already,
+/// token, appName, flags (1: instanceId, 2: interval, 4: impact metrics), [instanceId],
+/// [interval], SDK fields given in the body (count, then index and value each), header
+/// fallbacks (count, then name and value each), start, stop (zigzag), toggles (count, then
+/// name, yes, no (zigzag), variant count, then name and count each), and with flag 4 the
+/// body's `impactMetrics` JSON as it came (length, bytes), read again at replay. A string is `id << 1` when the segment has it already,
 /// or `length << 1 | 1` and its bytes, which gives it the next id.
 struct CompactEncoder {
     private var names = FeatureTable<UInt8>()
@@ -33,7 +34,7 @@ struct CompactEncoder {
         string(token)
         string(body, p.appName)
         let instance = p.instanceId.flatMap { $0.isEmpty ? nil : $0 }
-        bytes.append((instance != nil ? 1 : 0) | (interval != nil ? 2 : 0))
+        bytes.append((instance != nil ? 1 : 0) | (interval != nil ? 2 : 0) | (p.impactRange != nil ? 4 : 0))
         if let instance { string(body, instance) }
         if let interval { string(interval) }
         var given = 0
@@ -63,6 +64,10 @@ struct CompactEncoder {
                     }
                 }
             }
+        }
+        if let r = p.impactRange {
+            varint(UInt64(r.count))
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: body[r]))
         }
         let payload = bytes.count - JournalRecord.frame
         bytes.withUnsafeMutableBufferPointer { b in
@@ -112,12 +117,16 @@ public final class CompactDecoder {
     private(set) var store: [UInt8] = []
     private var names: [Range<Int>] = []
     var post = FastPost()
+    /// The last token read, as a String: posts of one segment mostly share one.
+    private var lastToken: (range: Range<Int>, text: String)?
 
     public struct Decoded {
         public var now: Int64
         public var token: String
         public var interval: String?
         public var sdkHeaders: [(name: String, value: String)]
+        /// The post's `impactMetrics` JSON, if it had any.
+        public var impact: [UInt8]?
     }
 
     /// Decodes one payload (after the type byte) into `post`; nil if it does not parse. A
@@ -163,7 +172,7 @@ public final class CompactDecoder {
         guard let token = string(), let app = string(), i < p.endIndex else { return fail() }
         let flags = p[i]
         i += 1
-        guard flags & ~3 == 0 else { return fail() }
+        guard flags & ~7 == 0 else { return fail() }
         var instance: Range<Int>?, interval: Range<Int>?
         if flags & 1 != 0 { guard let r = string() else { return fail() }; instance = r }
         if flags & 2 != 0 { guard let r = string() else { return fail() }; interval = r }
@@ -193,15 +202,27 @@ public final class CompactDecoder {
             }
             post.toggles.append(FastPost.Toggle(name: name, yes: yes, no: no, variants: first..<post.variants.count))
         }
+        var impact: [UInt8]?
+        if flags & 4 != 0 {
+            guard let n = varint(), n <= UInt64(p.endIndex - i) else { return fail() }
+            impact = Array(p[i..<(i + Int(n))])
+            i += Int(n)
+        }
         guard i == p.endIndex else { return fail() }
         post.appName = app
         post.instanceId = instance
         post.start = start
         post.stop = stop
         post.impact = nil
+        post.impactRange = nil
         post.sdk.removeAll()
         for r in sdk { post.sdk.append(r) }
-        return Decoded(now: now, token: text(token), interval: interval.map(text),
-                       sdkHeaders: headers.map { (text($0.0), text($0.1)) })
+        let tokenText: String
+        if let last = lastToken, last.range == token { tokenText = last.text } else {
+            tokenText = text(token)
+            lastToken = (token, tokenText)
+        }
+        return Decoded(now: now, token: tokenText, interval: interval.map(text),
+                       sdkHeaders: headers.map { (text($0.0), text($0.1)) }, impact: impact)
     }
 }

@@ -102,9 +102,7 @@ public final class DurableWindow {
                 guard usable else { return }
                 if case .compact(let d, let post, let body) = item {
                     if window.isEmpty && r.records == 0 { window = Window(opened: d.now, registry: window.registry) }
-                    window.merge(post, body: body, token: d.token, interval: d.interval.flatMap(Double.init), now: d.now) { name in
-                        d.sdkHeaders.first { $0.name == name }?.value
-                    }
+                    replay.merge(d, post, body: body, into: &window)
                     r.records += 1
                     return
                 }
@@ -139,7 +137,8 @@ public final class DurableWindow {
         c.upstream.token = nil
         c.limits.maxKeys = unbounded
         c.limits.maxTogglesPerPost = unbounded
-        c.limits.maxNameLength = unbounded
+        // `max_name_length` stays: it also trims impact metrics, which the replay must do
+        // alike. (Lowered between two runs, it refuses a replayed post; counted.)
         return c
     }
 
@@ -212,5 +211,23 @@ extension Ingest.Headers {
         var h = self
         h.authorization = authorization
         return h
+    }
+}
+
+extension Ingest {
+    /// Merges a compact journal record as the fast path merged the post: its impact metrics,
+    /// if any, read again from their JSON and trimmed by the same limits.
+    mutating func merge(_ d: CompactDecoder.Decoded, _ post: FastPost, body: UnsafeBufferPointer<UInt8>, into window: inout Window) {
+        var metrics: [ImpactMetric] = []
+        if let json = d.impact {
+            var impact = json.withUnsafeBufferPointer { b -> ImpactMetrics in
+                var decoding = Decoding(scanner: JSONScanner(b))
+                return (try? decoding.impactMetrics()) ?? ImpactMetrics()
+            }
+            intake.limits.trim(&impact)
+            metrics = impact.metrics
+        }
+        window.merge(post, body: body, token: d.token, interval: d.interval.flatMap(Double.init), now: d.now,
+                     header: { name in d.sdkHeaders.first { $0.name == name }?.value }, impact: metrics)
     }
 }
