@@ -75,6 +75,19 @@ def stop(p):
         p.kill()
 
 
+def post_distinct_keys(port):
+    """500 posts of 200 toggles each, every name new: 100,000 keys. Returns the connection."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for i in range(500):
+        toggles = {f"distinct-flag-{i:04d}-{t:03d}": {"yes": 1, "no": 2, "variants": {"a": 1}} for t in range(200)}
+        body = json.dumps({"appName": "keys", "instanceId": "k", "bucket": {"start": "2026-11-28T10:00:00Z",
+                           "stop": "2026-11-28T10:00:30Z", "toggles": toggles}})
+        c.request("POST", "/api/client/metrics", body, {"Content-Type": "application/json",
+                  "Authorization": "default:development.bench"})
+        assert c.getresponse().read() == b""
+    return c
+
+
 def wrk(port, bodies, cpus=None):
     env = dict(os.environ, BODIES=bodies)
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
@@ -219,14 +232,7 @@ print(f"resident memory after {posted:.0f} posts ({keys:.0f} keys in the window)
 
 # 3. 100,000 distinct merge keys: resident memory, then the time to close and serialize them.
 proxy, port, _, log = start_proxy()
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-for i in range(500):
-    toggles = {f"distinct-flag-{i:04d}-{t:03d}": {"yes": 1, "no": 2, "variants": {"a": 1}} for t in range(200)}
-    body = json.dumps({"appName": "keys", "instanceId": "k", "bucket": {"start": "2026-11-28T10:00:00Z",
-                       "stop": "2026-11-28T10:00:30Z", "toggles": toggles}})
-    c.request("POST", "/api/client/metrics", body, {"Content-Type": "application/json",
-              "Authorization": "default:development.bench"})
-    assert c.getresponse().read() == b""
+c = post_distinct_keys(port)
 keys = scrape(port, "metrics_proxy_window_keys")
 keys_rss = rss_kib(proxy.pid)
 stop(proxy)
@@ -245,14 +251,7 @@ print(f"start-up to ready: {statistics.median(starts):.1f} ms (median of 5; {', 
 # 5. Start-up to ready after a kill -9 with a full journal ([journal] max_size, 32 MiB by
 # default) on top of a checkpoint of 100,000 distinct keys: the replay a restart must do.
 proxy, port, _, log = start_proxy()
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-for i in range(500):
-    toggles = {f"distinct-flag-{i:04d}-{t:03d}": {"yes": 1, "no": 2, "variants": {"a": 1}} for t in range(200)}
-    body = json.dumps({"appName": "keys", "instanceId": "k", "bucket": {"start": "2026-11-28T10:00:00Z",
-                       "stop": "2026-11-28T10:00:30Z", "toggles": toggles}})
-    c.request("POST", "/api/client/metrics", body, {"Content-Type": "application/json",
-              "Authorization": "default:development.bench"})
-    assert c.getresponse().read() == b""
+c = post_distinct_keys(port)
 max_size = 32 << 20
 # Post 50-toggle bodies until the journal has been checkpointed (holding the 100,000 keys) and
 # has grown again to within 4 MiB of the size that triggers the next checkpoint: wrk for most

@@ -322,20 +322,11 @@ final class HardeningTests: XCTestCase {
 final class SoakTests: XCTestCase {
     func testShortSoakLosesNothingAndLeaksNothing() throws {
         let seconds = ProcessInfo.processInfo.environment["SOAK_SECONDS"] ?? "25"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", Paths.repo.appendingPathComponent("Tests/Soak/soak.py").path, "--binary", Paths.binary.path,
-                       "--seconds", seconds, "--posters", "8", "--drip-rate", "60"]
+        var arguments = ["--binary", Paths.binary.path, "--seconds", seconds, "--posters", "8", "--drip-rate", "60"]
         // Under Tests/sanitizers.sh resident memory is the sanitizer's; every other check stays.
-        if ProcessInfo.processInfo.environment["METRICS_PROXY_SANITIZER"] != nil { p.arguments! += ["--sanitized"] }
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let report = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        print(report)
-        XCTAssertEqual(p.terminationStatus, 0, report)
+        if ProcessInfo.processInfo.environment["METRICS_PROXY_SANITIZER"] != nil { arguments += ["--sanitized"] }
+        let (status, report) = try runPythonScript("Tests/Soak/soak.py", arguments)
+        XCTAssertEqual(status, 0, report)
         XCTAssertTrue(report.contains("ok   every good post's counts arrived exactly"), report)
         XCTAssertTrue(report.contains("ok   /healthz answered within 1 s every time"), report)
         XCTAssertTrue(report.contains("ok   accept never paused at the cap"), report)

@@ -6,18 +6,8 @@ import XCTest
 /// journal's files and the check of its directory.
 final class JournalEndToEndTests: XCTestCase {
     func testSIGKILLAtRandomMomentsLosesNothingAnswered202AndCountsNothingTwice() throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", Paths.repo.appendingPathComponent("Tests/Soak/kill9.py").path, "--binary", Paths.binary.path,
-                       "--kills", "5", "--posters", "6"]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let report = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        print(report)
-        XCTAssertEqual(p.terminationStatus, 0, report)
+        let (status, report) = try runPythonScript("Tests/Soak/kill9.py", ["--binary", Paths.binary.path, "--kills", "5", "--posters", "6"])
+        XCTAssertEqual(status, 0, report)
         for line in ["ok   every post answered 202 arrived (0 lost", "ok   no post answered 202 arrived twice (0:",
                      "ok   posts cut off unanswered arrived at most once", "ok   every restart replayed the journal",
                      "ok   posts refused or never sent did not arrive"] {

@@ -27,19 +27,9 @@ import threading
 import time
 import urllib.request
 
+from soak import UnixHTTPConnection  # this script's folder is on the path
+
 TOKEN = "default:development.kill9000aaaa"
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
 
 
 def free_port():

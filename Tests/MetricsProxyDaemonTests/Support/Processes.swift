@@ -179,3 +179,19 @@ private final class ParallelResults<T>: @unchecked Sendable {
     let lock = NSLock()
     var values: [Int: T] = [:]
 }
+
+/// Runs one of the repository's Python scripts (a path from the repository's root) and returns
+/// its exit status and everything it printed, which is also printed for the test log.
+func runPythonScript(_ path: String, _ arguments: [String]) throws -> (status: Int32, report: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["python3", Paths.repo.appendingPathComponent(path).path] + arguments
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = out
+    try p.run()
+    let report = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    print(report)
+    return (p.terminationStatus, report)
+}
