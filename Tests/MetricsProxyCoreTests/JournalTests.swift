@@ -229,6 +229,34 @@ final class JournalTests: XCTestCase {
         XCTAssertEqual(ImpactCounts.of(again.window), ImpactCounts.of(d.window))
     }
 
+    /// A checkpoint that cannot be read whole (damaged after it was written) is not replayed
+    /// at all, and the segments it names count instead, when they are still there.
+    func testADamagedCheckpointGivesWayToTheSegmentsItNames() throws {
+        let fs = ScriptedFileSystem()
+        let journal = Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20)
+        let d = DurableWindow(config: config, journal: journal, opened: Self.now)
+        _ = try d.recover(spool: Self.spool(fs), config: config)
+        for f in ["a", "b", "c"] { XCTAssertEqual(d.accept(.metrics, headers: json, body: Self.post([f, "shared"]), now: Self.now), .accepted) }
+        let before = fs.files[journal.path(1)]!
+        journal.maxSize = 1
+        guard case .success(true) = d.checkpointIfDue(now: Self.now) else { return XCTFail("no checkpoint") }
+        XCTAssertNil(fs.files[journal.path(1)])
+        // The process died before removing segment 1, and the checkpoint was damaged since, in
+        // its end marker: every snapshot record reads, yet it must not count.
+        fs.files[journal.path(1)] = before
+        fs.files[journal.path(2)]![fs.files[journal.path(2)]!.count - 3] ^= 0x20
+        let again = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        let r = try again.recover(spool: Self.spool(fs), config: config)
+        XCTAssertEqual(Self.counts(again.window), ["a": 1, "b": 1, "c": 1, "shared": 3])
+        XCTAssertEqual(r.damaged.map(\.segment), [2])
+        // Whole, the same checkpoint replaces segment 1.
+        fs.files[journal.path(2)]![fs.files[journal.path(2)]!.count - 3] ^= 0x20
+        let whole = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        let w = try whole.recover(spool: Self.spool(fs), config: config)
+        XCTAssertEqual(Self.counts(whole.window), ["a": 1, "b": 1, "c": 1, "shared": 3])
+        XCTAssertEqual(w.skipped, [1])
+    }
+
     // MARK: crash points
 
     /// One run of a proxy's life on `fs`: start (spool, then journal replay), twelve posts of

@@ -71,33 +71,19 @@ public final class DurableWindow {
                 }
             }
         }
-        var contents: [(UInt64, [UInt8])] = []
+        var contents: [(seq: UInt64, bytes: [UInt8], usable: Bool)] = []
         var replaced = Set<UInt64>()
         for seq in found where !spooled.contains(seq) {
             let bytes = try journal.read(seq)
-            // A checkpoint counts only when it is whole: else the segments it names stand.
-            var supersedes: [UInt64]? = nil, complete = false, first = true
-            _ = JournalReader.read(bytes) { item in
-                defer { first = false }
-                switch item {
-                case .checkpoint(let s) where first: supersedes = s
-                case .checkpointEnd where supersedes != nil: complete = true
-                default: break
-                }
-            }
-            if let s = supersedes, complete { replaced.formUnion(s) }
-            contents.append((seq, bytes))
+            // A checkpoint counts only when it is whole: else the segments it names stand, and
+            // it is not replayed at all.
+            let checkpoint = JournalReader.checkpoint(in: bytes)
+            if let c = checkpoint, c.complete { replaced.formUnion(c.supersedes) }
+            contents.append((seq, bytes, checkpoint?.complete ?? true))
         }
         var replay = Ingest(Self.replayConfig(config))
-        for (seq, bytes) in contents {
+        for (seq, bytes, usable) in contents {
             if replaced.contains(seq) { continue }
-            var inCheckpoint = false, usable = true
-            // An incomplete checkpoint is not replayed at all (the segments it names are).
-            _ = JournalReader.read(bytes) { item in
-                if case .checkpoint = item { inCheckpoint = true }
-                if case .checkpointEnd = item { inCheckpoint = false }
-            }
-            if inCheckpoint { usable = false }
             let damage = JournalReader.read(bytes) { item in
                 guard usable else { return }
                 if case .compact(let d, let post, let body) = item {

@@ -130,6 +130,41 @@ public struct JournalReader {
     /// Calls `each` for every readable record after the segment's magic line; returns the
     /// damage that ended the read early, if any.
     public static func read(_ bytes: [UInt8], _ each: (Item) -> Void) -> Damage? {
+        let compact = CompactDecoder()
+        return frames(bytes) { start, length in
+            if bytes[start] == JournalRecord.RecordType.compact.rawValue {
+                guard let d = compact.decode(bytes[(start + 1)..<(start + length)]) else { return false }
+                compact.store.withUnsafeBufferPointer { each(.compact(d, compact.post, body: $0)) }
+            } else {
+                guard let item = parse(bytes[start..<(start + length)]) else { return false }
+                each(item)
+            }
+            return true
+        }
+    }
+
+    /// Whether the segment opens with a checkpoint, which segments it replaces, and whether
+    /// it is whole (its end marker readable): found from the records' types alone, without
+    /// decoding the posts.
+    static func checkpoint(in bytes: [UInt8]) -> (supersedes: [UInt64], complete: Bool)? {
+        var supersedes: [UInt64]?, complete = false, first = true
+        _ = frames(bytes) { start, length in
+            defer { first = false }
+            switch JournalRecord.RecordType(rawValue: bytes[start]) {
+            case .checkpoint where first:
+                guard case .checkpoint(let s)? = parse(bytes[start..<(start + length)]) else { return false }
+                supersedes = s
+            case .checkpointEnd where supersedes != nil: complete = true
+            default: if first { return false } // not a checkpoint segment: nothing more to learn
+            }
+            return true
+        }
+        return supersedes.map { ($0, complete) }
+    }
+
+    /// Walks the segment's records: `each` gets each whole, checksummed payload (its start
+    /// and length) and says whether it parsed. Returns where the readable part ends early.
+    private static func frames(_ bytes: [UInt8], _ each: (_ start: Int, _ length: Int) -> Bool) -> Damage? {
         // A segment created but never written to (a crash right after its creation) holds nothing.
         if bytes.isEmpty { return nil }
         let magic = Array(JournalSegment.magic.utf8)
@@ -137,7 +172,6 @@ public struct JournalReader {
             return Damage(offset: 0, bytes: bytes.count, reason: "not a journal segment of this version")
         }
         var at = magic.count
-        let compact = CompactDecoder()
         while at < bytes.count {
             func damaged(_ why: String) -> Damage { Damage(offset: at, bytes: bytes.count - at, reason: why) }
             guard bytes.count - at >= JournalRecord.frame else {
@@ -155,13 +189,7 @@ public struct JournalReader {
             let start = at + JournalRecord.frame
             let computed = bytes.withUnsafeBufferPointer { UInt32(truncatingIfNeeded: crc32(crc32(0, nil, 0), $0.baseAddress! + start, UInt32(length))) }
             guard computed == sum else { return damaged("checksum mismatch") }
-            if bytes[start] == JournalRecord.RecordType.compact.rawValue {
-                guard let d = compact.decode(bytes[(start + 1)..<(start + length)]) else { return damaged("record does not parse") }
-                compact.store.withUnsafeBufferPointer { each(.compact(d, compact.post, body: $0)) }
-            } else {
-                guard let item = parse(bytes[start..<(start + length)]) else { return damaged("record does not parse") }
-                each(item)
-            }
+            guard each(start, length) else { return damaged("record does not parse") }
             at = start + length
         }
         return nil
