@@ -49,9 +49,6 @@ public final class Journal {
         return "\(dir)/\(String(repeating: "0", count: max(0, 20 - s.count)) + s).journal"
     }
 
-    /// The descriptor of the current segment, for a periodic fsync; -1 when none is open.
-    public var descriptor: Int32 { fd }
-
     /// Creates the directory, removes leftover temporary files, and lists the segments found,
     /// oldest first. New segments are numbered past them and past `after` (the numbers the
     /// spool's batches name), so a number is never used twice.
