@@ -194,13 +194,14 @@ public final class Daemon {
             if kind == .metrics { postsInWindow += 1 }
             req.reply(202)
             if durable.journal != nil { journalled(now: now) }
-            let ingest = durable.ingest
-            let dropped = ingest.impactDropped.values.reduce(0, +)
+            // Only the counts: a copy of the whole Ingest would retain its parts on every post.
+            let impactDropped = durable.ingest.impactDropped
+            let dropped = impactDropped.values.reduce(0, +)
             if dropped > impactDroppedAtOpen, !impactLogged {
                 impactLogged = true // once per window; the window-closed line has the count
                 log.warn("impact metrics dropped from accepted posts (the rest of each post kept); counted by reason on /metrics",
                          [("metric", "metrics_proxy_impact_metrics_dropped_total"),
-                          ("reasons", ingest.impactDropped.keys.map(\.rawValue).sorted().joined(separator: ","))])
+                          ("reasons", impactDropped.keys.map(\.rawValue).sorted().joined(separator: ","))])
             }
         case .refused(let status, let body):
             log.debug("post refused", [("status", "\(status)"), ("path", Router.normalize(req.uri))])
@@ -262,6 +263,7 @@ public final class Daemon {
         }
         telemetry.metrics.journalReplayed = r.records
         telemetry.metrics.journalTorn = r.damaged.count
+        telemetry.metrics.journalReplayRefused = r.refused
         postsInWindow = r.records
         for (segment, d) in r.damaged {
             log.warn("journal tail dropped (a post whose answer never left, or damage)",

@@ -63,11 +63,39 @@ final class JournalEndToEndTests: XCTestCase {
         let metrics = try proxy.tcp().request("GET", "/metrics").text
         XCTAssertTrue(metrics.contains("metrics_proxy_journal_records 1\n"), metrics)
         XCTAssertTrue(metrics.contains("metrics_proxy_journal_append_failures_total 0\n"), metrics)
+        XCTAssertTrue(metrics.contains("metrics_proxy_journal_replay_refused_total 0\n"), metrics)
         waitFor("a journal fsync", timeout: 5) {
             ((try? proxy.tcp().request("GET", "/metrics").text) ?? "").contains("metrics_proxy_journal_fsync_seconds_count 1\n")
         }
         proxy.signal(SIGTERM)
         XCTAssertEqual(proxy.waitForExit(), 0)
+    }
+
+    /// A post answered 202 under one limit is replayed even when a restart lowered it: the
+    /// limits keep out what is offered, not what was already taken. Both kinds of record: a
+    /// compact one (the fast path) and a body kept whole (gzip).
+    func testAPostTakenUnderALimitIsReplayedAfterTheLimitIsLowered() throws {
+        let upstream = try FakeUpstream()
+        let spool = Paths.tempDir("lowered").path
+        let first = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "1h"), spoolDir: spool)
+        XCTAssertEqual(try first.tcp().post("/api/client/metrics", json: HardeningTests.post(#"{"a-rather-long-flag-name":{"yes":1}}"#),
+                                            token: tokenA).status, 202)
+        let zipped = try gzip(Array(HardeningTests.post(#"{"another-long-flag-name":{"yes":2}}"#).utf8))
+        XCTAssertEqual(try first.tcp().request("POST", "/api/client/metrics", headers: [("Content-Type", "application/json"),
+                       ("Content-Encoding", "gzip"), ("Authorization", tokenA)], body: zipped).status, 202)
+        first.signal(SIGKILL)
+        _ = first.waitForExit()
+        let second = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "1h", extra: "[limits]\nmax_name_length = 16"),
+                                      spoolDir: spool)
+        let metrics = try second.tcp().request("GET", "/metrics").text
+        XCTAssertTrue(metrics.contains("metrics_proxy_journal_replayed_records_total 2\n"), metrics)
+        XCTAssertTrue(metrics.contains("metrics_proxy_journal_replay_refused_total 0\n"), metrics)
+        // New posts meet the new limit.
+        XCTAssertEqual(try second.tcp().post("/api/client/metrics", json: HardeningTests.post(#"{"a-rather-long-flag-name":{"yes":1}}"#),
+                                             token: tokenA).status, 400)
+        second.signal(SIGTERM)
+        XCTAssertEqual(second.waitForExit(), 0)
+        XCTAssertEqual(try HardeningTests.upstreamCounts(upstream), ["a-rather-long-flag-name": 1, "another-long-flag-name": 2])
     }
 
     func testJournalOffKeepsNoFilesAndReportsNoJournal() throws {

@@ -55,13 +55,17 @@ class Run:
         port_file = os.path.join(self.work, "upstream-port")
         self.upstream = subprocess.Popen([sys.executable, self.a.fake, "--host", "127.0.0.1", "--port", "0",
                                           "--port-file", port_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Ready when its port is written and it answers its health check.
         deadline = time.time() + 10
-        while not os.path.exists(port_file):
-            if time.time() > deadline:
-                raise SystemExit("fake upstream did not start")
-            time.sleep(0.02)
-        time.sleep(0.05)
-        self.upstream_port = int(open(port_file).read())
+        while True:
+            try:
+                self.upstream_port = int(open(port_file).read())
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.upstream_port}/_control/health", timeout=1):
+                    return
+            except (OSError, ValueError):
+                if time.time() > deadline:
+                    raise SystemExit("fake upstream did not start")
+                time.sleep(0.02)
 
     def records(self):
         url = f"http://127.0.0.1:{self.upstream_port}/_control/requests?path=/api/client/metrics/bulk"

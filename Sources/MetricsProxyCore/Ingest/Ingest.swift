@@ -136,16 +136,24 @@ public struct Ingest {
     /// Appends a post the fast path read, without impact metrics, in the journal's compact form.
     private mutating func recordCompact(_ token: String, _ headers: Headers, _ body: UnsafeBufferPointer<UInt8>, _ now: Int64,
                                         _ journal: Journal, _ header: (String) -> String?) -> Answer? {
-        var sdkHeaders: [(name: String, value: String)] = []
-        for f in SDKField.all where scratch!.sdk[f.index] == nil {
-            if let h = f.header, let v = header(h) { sdkHeaders.append((h, v)) }
-        }
+        // Only the fields the body leaves out can be filled from headers.
+        let sdkHeaders = Self.fallbackHeaders(header) { scratch!.sdk[$0.index] == nil }
         do {
             try journal.appendCompact(scratch!, body: body, token: token, now: now, interval: headers.interval, sdkHeaders: sdkHeaders)
             return nil
         } catch {
             return journalFailed(error)
         }
+    }
+
+    /// The request headers that stand in for SDK fields (`SDKField.header`) the request
+    /// carried, of the fields `wanted`: what a replay needs to fill them again.
+    private static func fallbackHeaders(_ header: (String) -> String?, wanted: (SDKField) -> Bool) -> [(name: String, value: String)] {
+        var out: [(name: String, value: String)] = []
+        for f in SDKField.all where wanted(f) {
+            if let h = f.header, let v = header(h) { out.append((h, v)) }
+        }
+        return out
     }
 
     private mutating func journalFailed(_ error: FSError) -> Answer {
@@ -158,8 +166,7 @@ public struct Ingest {
     /// under, and the headers ingest may read for it. Returns the answer if that failed.
     private mutating func record(_ kind: Kind, _ token: String, _ headers: Headers, _ body: UnsafeBufferPointer<UInt8>, _ now: Int64,
                                  _ journal: Journal, _ header: (String) -> String?) -> Answer? {
-        var sdkHeaders: [(name: String, value: String)] = []
-        for f in SDKField.all { if let h = f.header, let v = header(h) { sdkHeaders.append((h, v)) } }
+        let sdkHeaders = Self.fallbackHeaders(header) { _ in true }
         do {
             try journal.append(kind: kind, now: now, token: token, headers: headers, sdkHeaders: sdkHeaders,
                                body: UnsafeRawBufferPointer(body))

@@ -7,9 +7,14 @@ public struct PostLimits: Sendable, Equatable {
     /// Empty: every token is accepted.
     public var allowTokens: Set<String>
 
+    /// The length past which an impact metric is dropped alone (`trim`): `maxNameLength`,
+    /// except in a journal replay, which refuses nothing but drops what the live post dropped.
+    public var impactNameLength: Int
+
     public init(maxToggles: Int, maxNameLength: Int, allowTokens: Set<String> = []) {
         self.maxToggles = maxToggles
         self.maxNameLength = maxNameLength
+        impactNameLength = maxNameLength
         self.allowTokens = allowTokens
     }
 
@@ -71,8 +76,8 @@ public struct PostLimits: Sendable, Equatable {
     func trim(_ impact: inout ImpactMetrics) {
         let before = impact.metrics.count
         impact.metrics.removeAll { m in
-            m.name.utf8.count > maxNameLength
-                || m.samples.contains { $0.labels.contains { $0.key.utf8.count > maxNameLength || $0.value.utf8.count > maxNameLength } }
+            m.name.utf8.count > impactNameLength
+                || m.samples.contains { $0.labels.contains { $0.key.utf8.count > impactNameLength || $0.value.utf8.count > impactNameLength } }
         }
         impact.drop(.tooLong, before - impact.metrics.count)
     }

@@ -82,18 +82,23 @@ public final class DurableWindow {
             contents.append((seq, bytes, checkpoint?.complete ?? true))
         }
         var replay = Ingest(Self.replayConfig(config))
+        replay.intake.limits.impactNameLength = config.limits.maxNameLength
+        // The rebuilt window opened when its first post arrived, so it closes on time.
+        func opening(at now: Int64) {
+            if window.isEmpty && r.records == 0 { window = Window(opened: now, registry: window.registry) }
+        }
         for (seq, bytes, usable) in contents {
             if replaced.contains(seq) { continue }
             let damage = JournalReader.read(bytes) { item in
                 guard usable else { return }
                 if case .compact(let d, let post, let body) = item {
-                    if window.isEmpty && r.records == 0 { window = Window(opened: d.now, registry: window.registry) }
+                    opening(at: d.now)
                     replay.merge(d, post, body: body, into: &window)
                     r.records += 1
                     return
                 }
                 guard case .post(let p, let body) = item else { return }
-                if window.isEmpty && r.records == 0 { window = Window(opened: p.now, registry: window.registry) }
+                opening(at: p.now)
                 let answer = body.withUnsafeBufferPointer {
                     replay.accept(p.kind, headers: p.headers.with(authorization: p.token), body: $0, into: &window,
                                   now: p.now) { name in p.sdkHeaders.first { $0.name == name }?.value }
@@ -113,8 +118,9 @@ public final class DurableWindow {
         return r
     }
 
-    /// What a replayed post is held to: it was accepted once, so no cap or token rule of the
-    /// configuration now (which may have changed) turns it away.
+    /// What a replayed post is held to: it was accepted once, so no cap, length or token rule
+    /// of the configuration now (which may have changed) turns it away. Impact metrics are
+    /// still trimmed by `max_name_length` (`recover` sets it), as the live post was.
     static func replayConfig(_ config: Config) -> Config {
         var c = config
         let unbounded = Int.max / 4 // room for the `+ 1`s of the checks
@@ -123,8 +129,7 @@ public final class DurableWindow {
         c.upstream.token = nil
         c.limits.maxKeys = unbounded
         c.limits.maxTogglesPerPost = unbounded
-        // `max_name_length` stays: it also trims impact metrics, which the replay must do
-        // alike. (Lowered between two runs, it refuses a replayed post; counted.)
+        c.limits.maxNameLength = unbounded
         return c
     }
 

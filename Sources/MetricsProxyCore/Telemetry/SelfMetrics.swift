@@ -24,6 +24,9 @@ public struct SelfMetrics: Sendable {
     /// answer never left, or damage).
     public var journalReplayed = 0
     public var journalTorn = 0
+    /// Journal records the replay could not merge again (a limit lowered between two runs):
+    /// acknowledged once, so never dropped without a count.
+    public var journalReplayRefused = 0
 
     /// One metric post answered with `status`, its body `bytes` long.
     public mutating func notePost(bytes: Int, status: Int) {
@@ -146,6 +149,9 @@ public struct SelfMetrics: Sendable {
             family("metrics_proxy_journal_torn_records_total", "counter",
                    "Unreadable journal tails dropped at start (a post whose answer never left, or damage).")
             sample("metrics_proxy_journal_torn_records_total", Double(journalTorn))
+            family("metrics_proxy_journal_replay_refused_total", "counter",
+                   "Journal records the replay at start could not merge again (a limit lowered since they were taken).")
+            sample("metrics_proxy_journal_replay_refused_total", Double(journalReplayRefused))
             family("metrics_proxy_journal_append_failures_total", "counter", "Posts answered 503 because the journal could not take them.")
             sample("metrics_proxy_journal_append_failures_total", Double(j.appendFailures))
             family("metrics_proxy_journal_checkpoints_total", "counter", "Open windows written whole to restart the journal ([journal] max_size).")
