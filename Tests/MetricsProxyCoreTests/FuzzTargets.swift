@@ -103,7 +103,7 @@ enum FuzzTargets {
             let damage = JournalReader.read(candidate) { item in
                 if case .compact(let d, let post, let body) = item {
                     // Written again by a segment's first encoder and read back: the same post.
-                    var encoder = CompactEncoder()
+                    let encoder = CompactEncoder()
                     // The impact JSON rides after the strings, as in a request body.
                     var withImpact = post
                     let all = Array(body) + (d.impact ?? [])

@@ -25,7 +25,7 @@ public final class Journal {
     /// append starts a new segment rather than write after a torn record.
     private var needsNewSegment = false
     private var encoder = JournalEncoder()
-    private var compact = CompactEncoder()
+    private let compact = CompactEncoder()
     /// Told the new descriptor whenever the segment being appended to changes (-1: none), for
     /// the thread that fsyncs it.
     public var onDescriptorChange: ((Int32) -> Void)?
@@ -129,16 +129,20 @@ public final class Journal {
                        sdkHeaders: [(name: String, value: String)]) throws(FSError) {
         if needsNewSegment || fd < 0 { try startSegment() }
         compact.encode(p, body: body, token: token, now: now, interval: interval, sdkHeaders: sdkHeaders)
-        try write(compact.bytes, UnsafeRawBufferPointer(start: nil, count: 0))
+        try write(compact.record)
     }
 
     private func write(_ head: [UInt8], _ body: UnsafeRawBufferPointer) throws(FSError) {
+        if let failure = head.withUnsafeBytes({ h -> FSError? in
+            do throws(FSError) { try write(h, body) } catch { return error }
+            return nil
+        }) { throw failure }
+    }
+
+    private func write(_ head: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) throws(FSError) {
         let size = head.count + body.count
         do throws(FSError) {
-            if let failure = head.withUnsafeBytes({ h -> FSError? in
-                do throws(FSError) { try fs.append(fd, path: currentPath, h, body) } catch { return error }
-                return nil
-            }) { throw failure }
+            try fs.append(fd, path: currentPath, head, body)
         } catch {
             // The strings this record defined are not on disk: a new segment starts afresh.
             needsNewSegment = true
