@@ -26,6 +26,9 @@ public final class Daemon {
     private var shuttingDown = false
     private var postsInWindow = 0
     private var keyCapLogged = false
+    private var loopLogged = false
+    /// This proxy's name in `connectVia` and `X-Metrics-Proxy-Instance` (`ProxyIdentity`).
+    let instanceId: String
     /// Impact metrics dropped (all reasons) when the open window opened, and whether this
     /// window has logged a drop yet.
     private var impactDroppedAtOpen = 0
@@ -53,9 +56,13 @@ public final class Daemon {
         forwarder = Forwarder(loop: loop, client: client, spool: spool, config: config, log: log, telemetry: telemetry)
         reverseProxy = ReverseProxy(client: client, log: log, maxInFlight: config.listen.forwardMaxInFlight)
         router = Router(prefix: config.listen.pathPrefix, forward: config.listen.forward)
-        builder = BatchBuilder(mode: config.upstream.mode, maxBody: config.upstream.maxBody, proxyInstance: Self.hostName)
+        instanceId = ProxyIdentity.instanceId(host: Self.hostName, spoolDir: config.spool.dir)
+        forwarder.proxyInstance = instanceId
+        reverseProxy.proxyInstance = instanceId
+        builder = BatchBuilder(mode: config.upstream.mode, maxBody: config.upstream.maxBody, proxyInstance: instanceId)
         let journal = config.journalDir.map { Journal(dir: $0, fs: PosixFileSystem(), maxSize: config.journal.maxSize) }
         durable = DurableWindow(config: config, journal: journal, opened: nowMillis())
+        durable.identify(as: instanceId)
         if let journal, let every = config.journal.fsync {
             let syncer = JournalSyncer(intervalMillis: every.milliseconds)
             journal.onDescriptorChange = { syncer.track($0) }
@@ -96,7 +103,8 @@ public final class Daemon {
         windowTimer.schedule(afterMillis: max(0, min(interval, durable.window.opened + interval - nowMillis())))
         log.info("listening", [("addresses", server.addresses.joined(separator: ",")),
                                ("upstream", config.upstream.url.description), ("mode", config.upstream.mode.rawValue),
-                               ("window", "\(config.window.interval.milliseconds)ms"), ("version", Version.string)])
+                               ("window", "\(config.window.interval.milliseconds)ms"), ("instance", instanceId),
+                               ("version", Version.string)])
         forwarder.pump()
         loop.run()
         let unspooled = forwarder.outbox.unspooled.count
@@ -134,7 +142,13 @@ public final class Daemon {
         }
         switch route {
         case .metrics: ingest(req, .metrics)
-        case .register where config.upstream.mode == .metrics:
+        case .bulk: ingest(req, .bulk)
+        case .register where config.upstream.mode == .metrics, .forward:
+            if req.header(ProxyIdentity.header) == instanceId {
+                refuseLoop(req, ErrorBody.message("metrics-proxy \(instanceId) received its own forwarded request back: "
+                    + "its upstream leads back to itself; point [upstream] url at another proxy or at Unleash"))
+                return
+            }
             // Single-app mode sends no applications[]: registrations go upstream as they are.
             reverseProxy.forward(req, upstreamPath: router.upstreamPath(uri: req.uri))
         case .register: ingest(req, .register)
@@ -164,8 +178,6 @@ public final class Daemon {
             req.reply(200, Array(telemetry.metrics.render(gauges).utf8), contentType: "text/plain; version=0.0.4; charset=utf-8")
         case .methodNotAllowed(let allow):
             req.reply(405, ErrorBody.message("Method \(req.method) is not allowed here; use \(allow)"), headers: [("Allow", allow)])
-        case .forward:
-            reverseProxy.forward(req, upstreamPath: router.upstreamPath(uri: req.uri))
         case .notForwarded:
             req.reply(404, ErrorBody.message(
                 "Not forwarded: \(Router.normalize(req.uri)) is outside [listen] forward (\(router.forward.joined(separator: ", ")))"))
@@ -188,10 +200,10 @@ public final class Daemon {
             bytes = body.count
             return durable.accept(kind, headers: headers, body: body, now: now) { req.header($0) }
         }
-        if kind == .metrics { telemetry.metrics.notePost(bytes: bytes, status: answer.status) }
+        if kind != .register { telemetry.metrics.notePost(bytes: bytes, status: answer.status) }
         switch answer {
         case .accepted:
-            if kind == .metrics { postsInWindow += 1 }
+            if kind != .register { postsInWindow += 1 }
             req.reply(202)
             if durable.journal != nil { journalled(now: now) }
             // Only the counts: a copy of the whole Ingest would retain its parts on every post.
@@ -216,6 +228,8 @@ public final class Daemon {
                          [("max_keys", "\(config.limits.maxKeys)")])
             }
             req.reply(503, body, headers: [("Retry-After", "\(max(1, config.window.interval.milliseconds / 1000))")])
+        case .loop(let body):
+            refuseLoop(req, body)
         case .unavailable(let body):
             if let failure = durable.ingest.journalFailure, journalProblem != failure.description {
                 journalProblem = failure.description
@@ -224,6 +238,16 @@ public final class Daemon {
             }
             req.reply(503, body, headers: [("Retry-After", "1")])
         }
+    }
+
+    /// 508 for a request this proxy sent itself; logged once per window.
+    private func refuseLoop(_ req: HTTPRequest, _ body: [UInt8]) {
+        if !loopLogged {
+            loopLogged = true
+            log.error("refused this proxy's own traffic: [upstream] url leads back to this proxy; batches stay spooled until it is fixed",
+                      [("instance", instanceId), ("path", Router.normalize(req.uri))])
+        }
+        req.reply(508, body)
     }
 
     /// After a journalled post: the fsync thread has work, and a large journal is checkpointed.
@@ -319,6 +343,7 @@ public final class Daemon {
         let (posts, keys, instances, impactSeries) = (postsInWindow, window.keyCount, window.instances.count, window.impact.keyCount)
         postsInWindow = 0
         keyCapLogged = false
+        loopLogged = false
         let impactDropped = durable.ingest.impactDropped.values.reduce(0, +)
         let droppedInWindow = impactDropped - impactDroppedAtOpen
         impactDroppedAtOpen = impactDropped
@@ -369,7 +394,7 @@ public final class Daemon {
         log.format = applied.log.format
         router = Router(prefix: applied.listen.pathPrefix, forward: applied.listen.forward)
         durable.reconfigure(applied)
-        builder = BatchBuilder(mode: applied.upstream.mode, maxBody: applied.upstream.maxBody, proxyInstance: Self.hostName)
+        builder = BatchBuilder(mode: applied.upstream.mode, maxBody: applied.upstream.maxBody, proxyInstance: instanceId)
         server.update(applied)
         forwarder.update(applied, client: client)
         reverseProxy.client = client

@@ -10,6 +10,8 @@ final class Forwarder {
     let spool: Spool
     private var client: UpstreamClient
     private let log: Logger
+    /// This proxy's id, sent with every batch (`ProxyIdentity`).
+    var proxyInstance = ""
     private var gzip: Bool
     private var wake: LoopEvent!
     private var spoolRetry: LoopEvent!
@@ -174,7 +176,9 @@ final class Forwarder {
         }
         var headers = [("Content-Type", "application/json"), ("Authorization", batch.token),
                        // The batch id lets an operator match upstream requests to the proxy's log.
-                       ("X-Metrics-Proxy-Batch", batch.id)]
+                       ("X-Metrics-Proxy-Batch", batch.id),
+                       // Lets a metrics-proxy upstream refuse the batch if it is this proxy.
+                       (ProxyIdentity.header, proxyInstance)]
         var body = batch.body
         if gzip {
             body = BodyInflater.gzip(body)

@@ -77,6 +77,10 @@ struct HTTPRequest {
                     seenInterval = true
                     out.interval = String(cString: value)
                 }
+            case 0x78: // x
+                if out.proxyInstance == nil, strcasecmp(key, ProxyIdentity.header) == 0 {
+                    out.proxyInstance = String(cString: value)
+                }
             default:
                 break
             }

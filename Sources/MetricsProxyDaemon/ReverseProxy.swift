@@ -16,6 +16,9 @@ final class ReverseProxy {
     var maxInFlight: Int
     /// Forwarded requests out now (each until its answer is done or its client left).
     private(set) var inFlight = 0
+    /// Sent as `X-Metrics-Proxy-Instance`, so that a request that comes back is recognised.
+    var proxyInstance = ""
+
 
     init(client: UpstreamClient, log: Logger, maxInFlight: Int) {
         self.client = client
@@ -57,6 +60,8 @@ final class ReverseProxy {
         } else if let forwardedFor {
             headers.append(("X-Forwarded-For", forwardedFor))
         }
+        headers.removeAll { $0.0.lowercased() == ProxyIdentity.header.lowercased() }
+        headers.append((ProxyIdentity.header, proxyInstance))
         let body = request.withBody { Array($0) }
         exchange.watchDownstream(connections)
         exchange.call = client.stream(.init(method: method, path: upstreamPath, headers: headers, body: body),

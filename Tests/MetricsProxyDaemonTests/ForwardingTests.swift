@@ -193,12 +193,15 @@ final class InstanceRegistryEndToEndTests: XCTestCase {
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
         let hostName = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // The proxy names itself by its host and its spool directory, as its start-up line says.
+        let instance = try XCTUnwrap(TierTests.instanceId(proxy))
+        XCTAssertTrue(instance.hasPrefix(hostName + "-") && instance.count == hostName.count + 7, instance)
         for (window, a) in seen {
             XCTAssertEqual(a["started"] as? String, "2026-11-28T01:24:18.277Z", "window \(window)")
             XCTAssertEqual(a["strategies"] as? [String], ["default", "flexibleRollout"], "window \(window)")
             XCTAssertEqual(a["interval"] as? Int, 15000, "window \(window)")
             XCTAssertEqual(a["sdkVersion"] as? String, "unleash-python-sdk:6.9.1", "window \(window)")
-            XCTAssertEqual(a["connectVia"] as? [[String: String]], [["appName": "metrics-proxy", "instanceId": hostName]], "window \(window)")
+            XCTAssertEqual(a["connectVia"] as? [[String: String]], [["appName": "metrics-proxy", "instanceId": instance]], "window \(window)")
         }
         XCTAssertTrue(proxy.log.contains("instances_remembered=1"), proxy.log)
         XCTAssertEqual(value(try scrape(proxy), "metrics_proxy_instances_remembered"), 1)

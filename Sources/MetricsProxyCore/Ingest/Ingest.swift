@@ -6,7 +6,11 @@ import Glibc
 /// request headers, and both merges. The daemon reads the headers and the body, calls it,
 /// and writes the answer.
 public struct Ingest {
-    public enum Kind: Sendable { case metrics, register }
+    public enum Kind: Sendable {
+        case metrics, register
+        /// `POST /api/client/metrics/bulk`: another metrics-proxy's or Unleash Edge's window.
+        case bulk
+    }
 
     /// The request headers ingest decides on, read once per request by the caller.
     public struct Headers: Sendable, Equatable {
@@ -15,13 +19,16 @@ public struct Ingest {
         public var authorization: String?
         /// `unleash-interval`: the SDK's metrics interval, kept with its instance.
         public var interval: String?
+        /// `X-Metrics-Proxy-Instance`: the metrics-proxy that forwarded this request, if one did.
+        public var proxyInstance: String?
 
         public init(contentType: String? = nil, contentEncoding: String? = nil, authorization: String? = nil,
-                    interval: String? = nil) {
+                    interval: String? = nil, proxyInstance: String? = nil) {
             self.contentType = contentType
             self.contentEncoding = contentEncoding
             self.authorization = authorization
             self.interval = interval
+            self.proxyInstance = proxyInstance
         }
     }
 
@@ -35,6 +42,9 @@ public struct Ingest {
         /// 503: the window holds `[limits] max_keys` and the post would add to them. The SDK
         /// keeps its counts and retries once the window has closed.
         case windowFull(body: [UInt8])
+        /// 508: the post is this proxy's own traffic come back (its upstream leads to itself);
+        /// merging it would count it again at every turn of the loop.
+        case loop(body: [UInt8])
         /// 503: the post could not be journalled (a full or failing disk), so it is not
         /// acknowledged; the SDK keeps its counts and retries.
         case unavailable(body: [UInt8])
@@ -45,12 +55,16 @@ public struct Ingest {
             case .refused(let status, _): return status
             case .invalid: return 400
             case .windowFull, .unavailable: return 503
+            case .loop: return 508
             }
         }
     }
 
     var intake: Intake
     var maxKeys: Int
+    /// This proxy's id in `connectVia` and `X-Metrics-Proxy-Instance` (the daemon's); a post
+    /// that carries it has come back to the proxy that sent it. nil: not checked (replay).
+    public var instanceId: String?
     /// The fast path's scratch space, reused for every post (its lists are classes: a copy of
     /// `Ingest` shares them, so one `Ingest` serves one loop). Nil when the fast path is off.
     private var scratch: FastPost?
@@ -74,6 +88,7 @@ public struct Ingest {
 
     /// Takes a reloaded configuration, keeping the scratch space and the counts.
     public mutating func reconfigure(_ config: Config) {
+        // `instanceId` stays: it is the daemon's, not the file's.
         intake = Ingest(config).intake
         maxKeys = config.limits.maxKeys
     }
@@ -85,6 +100,7 @@ public struct Ingest {
     /// the post is answered `.unavailable` and the window is untouched.
     public mutating func accept(_ kind: Kind, headers: Headers, body: UnsafeBufferPointer<UInt8>, into window: inout Window,
                                 now: Int64, journal: Journal? = nil, header: (String) -> String?) -> Answer {
+        if let instanceId, headers.proxyInstance == instanceId { return loop(via: "its X-Metrics-Proxy-Instance header") }
         let interval = headers.interval.flatMap(Double.init)
         var noFastPath: FastPost? = nil // registrations are read by the full decoder
         let outcome = kind == .metrics ? intake.evaluate(kind, headers, body: body, fast: &scratch)
@@ -122,9 +138,26 @@ public struct Ingest {
             window.noteInstance(token: token, appName: r.appName, instanceId: r.instanceId, sdk: r.sdk, interval: r.interval,
                                 started: r.started, strategies: r.strategies, now: now)
             return .accepted
+        case .bulk(var post, let token):
+            if let instanceId, post.applications.contains(where: { $0.connectVia.contains(BulkPost.Via(appName: ProxyName.appName, instanceId: instanceId)) }) {
+                return loop(via: "connectVia of its applications")
+            }
+            intake.limits.trim(&post.impact)
+            let environment = Token.environment(of: token)
+            if window.wouldExceed(maxKeys, bulk: post, token: token, environment: environment, now: now) { return windowFull }
+            if let journal, let failed = record(kind, token, headers, body, now, journal, header) { return failed }
+            let dropped = window.merge(post, token: token, environment: environment, now: now)
+            impactDropped.merge(post.impact.dropped, uniquingKeysWith: +)
+            impactDropped.merge(dropped, uniquingKeysWith: +)
+            return .accepted
         case .refused(let status, let body): return .refused(status: status, body: body)
         case .invalid(let failure): return .invalid(failure)
         }
+    }
+
+    private func loop(via: String) -> Answer {
+        .loop(body: ErrorBody.message("metrics-proxy \(instanceId ?? "") received its own traffic back (\(via) names it): "
+            + "its upstream leads back to itself; point [upstream] url at another proxy or at Unleash"))
     }
 
     /// `accept` on a body held in an array (tests, fuzzers).
@@ -166,7 +199,8 @@ public struct Ingest {
     /// under, and the headers ingest may read for it. Returns the answer if that failed.
     private mutating func record(_ kind: Kind, _ token: String, _ headers: Headers, _ body: UnsafeBufferPointer<UInt8>, _ now: Int64,
                                  _ journal: Journal, _ header: (String) -> String?) -> Answer? {
-        let sdkHeaders = Self.fallbackHeaders(header) { _ in true }
+        // A bulk post's instances carry their own fields; the sender's headers are not theirs.
+        let sdkHeaders = kind == .bulk ? [] : Self.fallbackHeaders(header) { _ in true }
         do {
             try journal.append(kind: kind, now: now, token: token, headers: headers, sdkHeaders: sdkHeaders,
                                body: UnsafeRawBufferPointer(body))

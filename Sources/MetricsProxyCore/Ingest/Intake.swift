@@ -7,6 +7,7 @@ struct Intake: Sendable {
         case fastMetrics(token: String)
         case metrics(MetricsPost, token: String)
         case register(Registration, token: String)
+        case bulk(BulkPost, token: String)
         /// An answer with a JSON body.
         case refused(status: Int, body: [UInt8])
         /// A 400 whose body needs a fresh id.
@@ -72,6 +73,7 @@ struct Intake: Sendable {
         case .failure(let f): return .invalid(f)
         case .success(.metrics(let post)): return limits.refusal(for: post) ?? .metrics(post, token: token)
         case .success(.register(let r)): return limits.refusal(for: r) ?? .register(r, token: token)
+        case .success(.bulk(let b)): return limits.refusal(for: b) ?? .bulk(b, token: token)
         }
     }
 
@@ -82,13 +84,14 @@ struct Intake: Sendable {
     static let tokenNotAllowed = Outcome.refused(status: 401, body: ErrorBody.message(
         "This token is not accepted by this metrics-proxy ([listen] allow_tokens)"))
 
-    enum Decoded { case metrics(MetricsPost), register(Registration) }
+    enum Decoded { case metrics(MetricsPost), register(Registration), bulk(BulkPost) }
 
     func decode(_ kind: Ingest.Kind, _ body: UnsafeBufferPointer<UInt8>) -> Result<Decoded, ValidationFailure> {
         do throws(ValidationFailure) {
             switch kind {
             case .metrics: return .success(.metrics(try MetricsPostDecoder.decode(body)))
             case .register: return .success(.register(try RegistrationDecoder.decode(body)))
+            case .bulk: return .success(.bulk(try BulkPostDecoder.decode(body)))
             }
         } catch {
             return .failure(error)

@@ -89,9 +89,35 @@ public struct PostLimits: Sendable, Equatable {
         return nil
     }
 
-    private func sdkFieldTooLong(_ sdk: SDKMetadata) -> ValidationFailure? {
+    /// As for an SDK post: `metrics[]` counts as the toggles, and every name the window keeps
+    /// is measured.
+    func refusal(for b: BulkPost) -> Intake.Outcome? {
+        if b.metrics.count > maxToggles {
+            return .refused(status: 413, body: ErrorBody.message(
+                "metrics holds \(b.metrics.count) entries; metrics-proxy accepts at most \(maxToggles) in one post"))
+        }
+        for (i, a) in b.applications.enumerated() {
+            let path = "/body/applications/\(i)"
+            if let f = tooLong("\(path)/appName", a.appName) ?? tooLong("\(path)/instanceId", a.instanceId)
+                ?? tooLong("\(path)/environment", a.environment) ?? sdkFieldTooLong(a.sdk, under: path) {
+                return .invalid(f)
+            }
+        }
+        for (i, e) in b.metrics.enumerated() {
+            func path() -> String { "/body/metrics/\(i)" }
+            if let f = tooLong("\(path())/featureName", e.featureName) ?? tooLong("\(path())/appName", e.appName) {
+                return .invalid(f)
+            }
+            for v in e.variants {
+                if let f = tooLong("\(path())/variants/\(pointerSegment(v.name))", v.name) { return .invalid(f) }
+            }
+        }
+        return nil
+    }
+
+    private func sdkFieldTooLong(_ sdk: SDKMetadata, under path: String = "/body") -> ValidationFailure? {
         for field in SDKField.all {
-            if let value = sdk[field], let f = tooLong("/body/\(field.name)", value) { return f }
+            if let value = sdk[field], let f = tooLong("\(path)/\(field.name)", value) { return f }
         }
         return nil
     }

@@ -3,7 +3,7 @@
 /// ignored, under an optional prefix.
 public struct Router: Sendable {
     public enum Route: Sendable, Equatable {
-        case metrics, register, health, ready
+        case metrics, register, bulk, health, ready
         /// The proxy's own Prometheus metrics (`GET /metrics`).
         case selfMetrics
         case methodNotAllowed(allow: String)
@@ -43,6 +43,7 @@ public struct Router: Sendable {
         switch path {
         case "/api/client/metrics": return method == "POST" ? .metrics : .methodNotAllowed(allow: "POST")
         case "/api/client/register": return method == "POST" ? .register : .methodNotAllowed(allow: "POST")
+        case "/api/client/metrics/bulk": return method == "POST" ? .bulk : .methodNotAllowed(allow: "POST")
         case "/healthz": return method == "GET" || method == "HEAD" ? .health : .methodNotAllowed(allow: "GET, HEAD")
         case "/readyz": return method == "GET" || method == "HEAD" ? .ready : .methodNotAllowed(allow: "GET, HEAD")
         case "/metrics": return method == "GET" || method == "HEAD" ? .selfMetrics : .methodNotAllowed(allow: "GET, HEAD")

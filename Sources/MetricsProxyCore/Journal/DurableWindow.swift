@@ -20,6 +20,9 @@ public final class DurableWindow {
         self.journal = journal
     }
 
+    /// This proxy's id: posts that carry it are its own traffic come back (`Ingest.instanceId`).
+    public func identify(as instanceId: String) { ingest.instanceId = instanceId }
+
     public func reconfigure(_ config: Config) {
         ingest.reconfigure(config)
         journal?.maxSize = config.journal.maxSize

@@ -57,7 +57,7 @@ struct JournalEncoder {
         append32(0) // length, filled in below
         append32(0) // crc32
         head.append(JournalRecord.RecordType.post.rawValue)
-        head.append(kind == .metrics ? 0 : 1)
+        head.append(kind.journalByte)
         append64(UInt64(bitPattern: now))
         field(.token, token)
         if let v = headers.contentType { field(.contentType, v) }
@@ -211,8 +211,7 @@ public struct JournalReader {
             guard p.count == 5 + 8 * n else { return nil }
             return .checkpoint(supersedes: (0..<n).map { u64(p, i + 8 * $0) })
         case .post:
-            guard p.endIndex - i >= 9, p[i] <= 1 else { return nil }
-            let kind: Ingest.Kind = p[i] == 0 ? .metrics : .register
+            guard p.endIndex - i >= 9, let kind = Ingest.Kind(journalByte: p[i]) else { return nil }
             let now = Int64(bitPattern: u64(p, i + 1))
             i += 9
             var r = JournalRecord(kind: kind, now: now, token: "", headers: Ingest.Headers(), body: [])
@@ -249,5 +248,25 @@ public struct JournalReader {
 
     static func u64(_ b: ArraySlice<UInt8>, _ at: Int) -> UInt64 {
         UInt64(u32(b, at)) | UInt64(u32(b, at + 4)) << 32
+    }
+}
+
+extension Ingest.Kind {
+    /// The kind's byte in a post record.
+    var journalByte: UInt8 {
+        switch self {
+        case .metrics: return 0
+        case .register: return 1
+        case .bulk: return 2
+        }
+    }
+
+    init?(journalByte: UInt8) {
+        switch journalByte {
+        case 0: self = .metrics
+        case 1: self = .register
+        case 2: self = .bulk
+        default: return nil
+        }
     }
 }

@@ -7,7 +7,14 @@ enum Snapshot {
         var out: [JournalRecord] = []
         let json = Ingest.Headers(contentType: "application/json")
         let instances = window.instances.sorted { ($0.key.token, $0.key.appName, $0.key.instanceId) < ($1.key.token, $1.key.appName, $1.key.instanceId) }
+        // Instances another proxy or Edge relayed keep their sender's fields in a bulk post.
+        var relayed: [String: [UInt8]] = [:]
         for (key, i) in instances {
+            if let r = i.relayed {
+                relayed[key.token, default: []] += (relayed[key.token] == nil ? [] : [UInt8(ascii: ",")])
+                    + relayedJSON(key, i, r)
+                continue
+            }
             var w = JSONWriter(capacity: 256)
             w.beginObject()
             w.key("appName"); w.string(key.appName)
@@ -21,15 +28,52 @@ enum Snapshot {
             w.endObject()
             out.append(JournalRecord(kind: .register, now: now, token: key.token, headers: json, body: w.bytes))
         }
+        for (token, apps) in relayed.sorted(by: { $0.key < $1.key }) {
+            let body = Array(#"{"applications":["#.utf8) + apps + Array(#"],"metrics":[]}"#.utf8)
+            out.append(JournalRecord(kind: .bulk, now: now, token: token, headers: json, body: body))
+        }
         // One body per (token, appName, hour): nothing split.
         let builder = BatchBuilder(mode: .metrics, maxBody: Int.max / 4)
         let impact = builder.impactWriter(window).byToken()
         let tokens = Set(window.groups.keys.map(\.token)).union(impact.keys)
         for token in tokens.sorted() {
-            for b in builder.singleApp(window, token: token, impact: impact[token] ?? [:], closedAt: now) {
+            var byApp = impact[token] ?? [:]
+            // Impact metrics a bulk post brought are filed under no SDK's appName: they go back
+            // in bulk posts, where a single-app post would add an instance.
+            let relayedImpact = byApp.removeValue(forKey: ProxyName.appName)
+            for b in builder.singleApp(window, token: token, impact: byApp, closedAt: now) {
                 out.append(JournalRecord(kind: .metrics, now: now, token: token, headers: json, body: b.body))
+            }
+            for round in relayedImpact.map({ builder.impactWriter(window).rounds($0, splitUnsafe: false).safe }) ?? [] {
+                let metrics = round.enumerated().flatMap { i, m in (i == 0 ? [] : [UInt8(ascii: ",")]) + m }
+                let body = Array(#"{"applications":[],"metrics":[],"impactMetrics":["#.utf8) + metrics + Array("]}".utf8)
+                out.append(JournalRecord(kind: .bulk, now: now, token: token, headers: json, body: body))
             }
         }
         return out
+    }
+
+    /// An `applications[]` entry that replays to the same instance.
+    private static func relayedJSON(_ key: Window.InstanceKey, _ i: Window.Instance, _ r: Window.Relayed) -> [UInt8] {
+        var w = JSONWriter(capacity: 256)
+        w.beginObject()
+        w.key("appName"); w.string(key.appName)
+        w.key("instanceId"); w.string(key.instanceId)
+        w.key("environment"); w.string(r.environment)
+        if let interval = i.interval { w.key("interval"); w.double(interval) }
+        w.key("started"); w.string(Timestamp.iso8601(i.started))
+        w.key("strategies"); w.beginArray(); for s in i.strategies { w.string(s) }; w.endArray()
+        if let t = r.sdkType { w.key("sdkType"); w.string(t) }
+        if let projects = r.projects { w.key("projects"); w.beginArray(); for p in projects { w.string(p) }; w.endArray() }
+        w.key("connectVia"); w.beginArray()
+        for v in r.connectVia {
+            w.beginObject(); w.key("appName"); w.string(v.appName); w.key("instanceId"); w.string(v.instanceId); w.endObject()
+        }
+        w.endArray()
+        for field in SDKField.all {
+            if let value = i.sdk[field] { w.key(field.name); w.string(value) }
+        }
+        w.endObject()
+        return w.bytes
     }
 }

@@ -109,18 +109,28 @@ public struct BatchBuilder: Sendable {
         w.beginObject()
         w.key("appName"); w.string(key.appName)
         w.key("instanceId"); w.string(key.instanceId)
-        w.key("environment"); w.string(environment)
+        // An instance relayed by another proxy or Edge keeps what its sender said of it.
+        w.key("environment"); w.string(i.relayed?.environment ?? environment)
         // The server answers the whole request 400 without `started` and `interval`.
         w.key("interval"); w.double(i.interval ?? 0)
         w.key("started"); w.string(Timestamp.iso8601(i.started))
         w.key("strategies"); w.beginArray(); for s in i.strategies { w.string(s) }; w.endArray()
-        w.key("sdkType"); w.string("backend")
-        if let proxyInstance {
-            // How the instance reaches Unleash, shown in its UI: through this proxy.
-            w.key("connectVia"); w.beginArray(); w.beginObject()
-            w.key("appName"); w.string("metrics-proxy")
-            w.key("instanceId"); w.string(proxyInstance)
-            w.endObject(); w.endArray()
+        w.key("sdkType"); w.string(i.relayed?.sdkType ?? "backend")
+        if let projects = i.relayed?.projects {
+            w.key("projects"); w.beginArray(); for p in projects { w.string(p) }; w.endArray()
+        }
+        // How the instance reaches Unleash, shown in its UI: through the proxies before this
+        // one, nearest the SDK first, then this one.
+        let via = i.relayed?.connectVia ?? []
+        if proxyInstance != nil || !via.isEmpty {
+            w.key("connectVia"); w.beginArray()
+            for v in via {
+                w.beginObject(); w.key("appName"); w.string(v.appName); w.key("instanceId"); w.string(v.instanceId); w.endObject()
+            }
+            if let proxyInstance {
+                w.beginObject(); w.key("appName"); w.string(ProxyName.appName); w.key("instanceId"); w.string(proxyInstance); w.endObject()
+            }
+            w.endArray()
         }
         for field in SDKField.all {
             if let value = i.sdk[field] { w.key(field.name); w.string(value) }
@@ -265,4 +275,9 @@ public struct BatchBuilder: Sendable {
         flush()
         return bodies
     }
+}
+
+/// The appName a metrics-proxy gives itself in `connectVia`.
+public enum ProxyName {
+    public static let appName = "metrics-proxy"
 }

@@ -33,9 +33,10 @@ public struct InstanceRegistry: Sendable {
     /// Merges what an instance says now into what it said before (what it says now wins; what it
     /// leaves out is kept) and returns the result. A new instance started `now` unless it says when.
     mutating func note(_ key: Window.InstanceKey, sdk: SDKMetadata, interval: Double?, started: Int64?,
-                       strategies: [String]?, now: Int64) -> Window.Instance {
+                       strategies: [String]?, relayed: Window.Relayed? = nil, now: Int64) -> Window.Instance {
         guard var entry = entries[key] else {
-            let instance = Window.Instance(sdk: sdk, interval: interval, started: started ?? now, strategies: strategies ?? [])
+            let instance = Window.Instance(sdk: sdk, interval: interval, started: started ?? now, strategies: strategies ?? [],
+                                           relayed: relayed)
             entries[key] = Entry(instance: instance, lastSeen: now)
             return instance
         }
@@ -45,6 +46,7 @@ public struct InstanceRegistry: Sendable {
         if let interval { entry.instance.interval = interval }
         if let started { entry.instance.started = started }
         if let strategies { entry.instance.strategies = strategies }
+        if let relayed { entry.instance.relayed = relayed }
         entry.lastSeen = max(entry.lastSeen, now)
         entries[key] = entry
         return entry.instance

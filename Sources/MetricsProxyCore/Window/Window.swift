@@ -54,6 +54,19 @@ public struct Window: Sendable {
         /// When the SDK started (`/register`), else when the proxy first saw it (epoch ms).
         public var started: Int64
         public var strategies: [String]
+        /// What a bulk post (from another metrics-proxy or Unleash Edge) said of the instance
+        /// beyond the SDK's own fields; nil for an SDK that posts here itself.
+        public var relayed: Relayed? = nil
+    }
+
+    /// An instance's fields that only a bulk post carries, kept as the sender gave them.
+    public struct Relayed: Sendable, Equatable {
+        public var environment: String
+        public var sdkType: String?
+        public var projects: [String]?
+        /// The proxies and Edges its metrics came through, nearest the SDK first; this proxy
+        /// adds itself when it forwards them.
+        public var connectVia: [BulkPost.Via]
     }
 
     public private(set) var groups: [GroupKey: Group] = [:]
@@ -171,14 +184,15 @@ public struct Window: Sendable {
     /// Records a registration (`/register`) or an instance seen on a metrics post, in the
     /// registry and in this window.
     mutating func noteInstance(token: String, appName: String, instanceId: String, sdk: SDKMetadata,
-                                      interval: Double?, started: Int64?, strategies: [String]?, now: Int64) {
+                               interval: Double?, started: Int64?, strategies: [String]?, relayed: Relayed? = nil, now: Int64) {
         let key = InstanceKey(token: token, appName: appName, instanceId: instanceId)
         // The common case: an instance posting again with nothing new to say about itself.
-        if started == nil, strategies == nil, let existing = instances[key], existing.sdk == sdk,
+        if started == nil, strategies == nil, relayed == nil, let existing = instances[key], existing.sdk == sdk,
            interval == nil || existing.interval == interval {
             return
         }
-        instances[key] = registry.note(key, sdk: sdk, interval: interval, started: started, strategies: strategies, now: now)
+        instances[key] = registry.note(key, sdk: sdk, interval: interval, started: started, strategies: strategies,
+                                       relayed: relayed, now: now)
     }
 }
 
@@ -256,6 +270,65 @@ extension Window {
         apply(&groups[key, default: Group(start: p.start, stop: p.stop)])
         flagKeys += added
         return metrics.isEmpty ? [:] : impact.merge(metrics, token: token, appName: appName)
+    }
+}
+
+extension Window {
+    /// The entries of a bulk post the window keeps: those of the token's `environment` (the
+    /// server drops the others, still answering 202; nil when the token names none) with a
+    /// count (the server drops 0/0 entries too).
+    static func kept(_ b: BulkPost, environment: String?) -> [BulkPost.Entry] {
+        b.metrics.filter { e in (environment == nil || e.environment == environment) && (e.yes != 0 || e.no != 0) }
+    }
+
+    /// The appName a bulk post's impact metrics are filed under. The bulk body names none (the
+    /// SDKs' own `appName` label stays in each sample), and the server keys a series by its
+    /// labels alone: one name for every sender merges the same labels from any of them into
+    /// one series, where an appName per sender would send them in bodies of their own.
+    static func impactAppName(_ b: BulkPost) -> String { ProxyName.appName }
+
+    /// Whether merging a bulk post would take the window past `maxKeys` (flag keys, impact
+    /// series and instances).
+    func wouldExceed(_ maxKeys: Int, bulk b: BulkPost, token: String, environment: String?, now: Int64) -> Bool {
+        let newInstances = Set(b.applications.map { InstanceKey(token: token, appName: $0.appName, instanceId: $0.instanceId) })
+            .filter { instances[$0] == nil }.count
+        if newInstances > 0, instances.count + newInstances > maxKeys { return true }
+        let kept = Self.kept(b, environment: environment)
+        let impactKeys = newImpactKeys(b.impact.metrics, token: token, appName: Self.impactAppName(b), flagKeys: kept.count, maxKeys: maxKeys)
+        guard keyCount + impactKeys + kept.count > maxKeys else { return false }
+        var new = Set<String>()
+        for e in kept {
+            let key = GroupKey(token: token, appName: e.appName, hour: Timestamp.hourStart(e.timestamp ?? now))
+            if groups[key]?.toggles[FeatureName(e.featureName)] == nil { new.insert("\(key.appName)\u{0}\(key.hour)\u{0}\(e.featureName)") }
+        }
+        return keyCount + impactKeys + new.count > maxKeys
+    }
+
+    /// Merges an accepted bulk post: its kept entries by (token, appName, hour of `timestamp`,
+    /// or of `now` where it has none), its applications into the registry as the sender
+    /// described them, its impact metrics by series. Returns the impact metrics dropped.
+    @discardableResult
+    mutating func merge(_ b: BulkPost, token: String, environment: String?, now: Int64) -> [ImpactDrop: Int] {
+        for a in b.applications {
+            let relayed = Relayed(environment: a.environment, sdkType: a.sdkType, projects: a.projects, connectVia: a.connectVia)
+            noteInstance(token: token, appName: a.appName, instanceId: a.instanceId, sdk: a.sdk, interval: a.interval,
+                         started: a.started, strategies: a.strategies, relayed: relayed, now: now)
+        }
+        for e in Self.kept(b, environment: environment) {
+            let at = e.timestamp ?? now
+            let key = GroupKey(token: token, appName: e.appName, hour: Timestamp.hourStart(at))
+            let t = ToggleCounts(name: e.featureName, yes: e.yes, no: e.no, variants: e.variants)
+            var added = false
+            func apply(_ group: inout Group) {
+                group.start = min(group.start, at)
+                group.stop = max(group.stop, at)
+                var name = e.featureName
+                added = name.withUTF8 { n in group.toggles.update(n, hash: NameHash.of(n), initial: { Counts() }) { $0.add(t) } }
+            }
+            apply(&groups[key, default: Group(start: at, stop: at)])
+            if added { flagKeys += 1 }
+        }
+        return b.impact.metrics.isEmpty ? [:] : impact.merge(b.impact.metrics, token: token, appName: Self.impactAppName(b))
     }
 }
 

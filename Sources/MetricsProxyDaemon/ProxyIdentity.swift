@@ -1,0 +1,24 @@
+import Glibc
+
+/// How a metrics-proxy names itself to the proxy or Unleash it forwards to: in `connectVia` of
+/// every instance it reports, and in the `X-Metrics-Proxy-Instance` header of every request.
+/// A proxy that finds its own name in a request it received refuses it (508): its upstream
+/// leads back to itself, and merging its own traffic would count it again at every turn.
+enum ProxyIdentity {
+    static let header = "X-Metrics-Proxy-Instance"
+
+    /// `<host name>-<6 hex digits of the spool directory's path>`: stable across restarts, and
+    /// distinct for two proxies on one host (each needs a spool directory of its own). In
+    /// Kubernetes the host name is the pod's name.
+    static func instanceId(host: String, spoolDir: String) -> String {
+        var path = spoolDir
+        if !path.hasPrefix("/"), let cwd = getcwd(nil, 0) {
+            path = String(cString: cwd) + "/" + path
+            free(cwd)
+        }
+        var h: UInt32 = 0x811c_9dc5
+        for b in path.utf8 { h = (h ^ UInt32(b)) &* 0x0100_0193 }
+        let hex = String(h & 0xff_ffff, radix: 16)
+        return host + "-" + String(repeating: "0", count: 6 - hex.count) + hex
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import XCTest
+import TestSupport
+
+/// Proxies in tiers: sidecars forward their windows as bulk posts to a proxy that merges them
+/// again, journals and spools them, and forwards one request per window to Unleash.
+final class TierTests: XCTestCase {
+    /// A proxy on a fixed port (so that it can be killed and started again where the sidecars
+    /// expect it), forwarding to `upstream`.
+    static func middleConfig(port: UInt16, upstream: String) -> String {
+        testConfig(upstream: upstream, interval: "2s").replacingOccurrences(of: "tcp = 127.0.0.1:0", with: "tcp = 127.0.0.1:\(port)")
+    }
+
+    func testThreeSidecarsThroughAMiddleTierArriveExactlyOnceEvenWhenTheMiddleIsKilled() throws {
+        let upstream = try FakeUpstream()
+        let middlePort = FakeUpstream.freePort()
+        let middleConf = Self.middleConfig(port: middlePort, upstream: upstream.url)
+        let killed = try ProxyProcess(config: middleConf, name: "middle")
+        let middleURL = "http://127.0.0.1:\(middlePort)/api"
+        let sidecars = try (0..<3).map { i in try ProxyProcess(config: testConfig(upstream: middleURL, interval: "1s"), name: "sidecar-\(i)") }
+
+        // Six SDK-like posters, two per sidecar (one over TCP, one over its Unix socket), each
+        // with flag counts and an impact counter of its own; every 202 is written down.
+        let posters = 6
+        let endpoints = sidecars.map { [HTTPClient.Endpoint.tcp("127.0.0.1", $0.tcpPort), .unix($0.unixPath)] }
+        let stop = Date().addingTimeInterval(5)
+        let box = Box<[(ledger: Ledger, counter: Double, error: String)]>([])
+        let posting = DispatchGroup()
+        posting.enter()
+        Thread {
+            box.value = parallel(posters) { i -> (ledger: Ledger, counter: Double, error: String) in
+                let client = HTTPClient(endpoints[i / 2][i % 2])
+                var factory = PostFactory(apps: ["checkout", "search"], label: "tier-\(i)")
+                var rng = SeededRandom("tier-counter-\(i)")
+                var ledger = Ledger(), counter = 0.0, n = 0
+                do {
+                    let registration = """
+                        {"appName":"checkout","instanceId":"pod-\(i)","sdkVersion":"unleash-test:1.0","started":"2026-11-28T09:00:00Z",\
+                        "interval":60000,"strategies":["default","flexibleRollout"]}
+                        """
+                    guard try client.post("/api/client/register", json: registration, token: tokenA).status == 202 else {
+                        return (ledger, counter, "registration refused")
+                    }
+                    while Date() < stop, n < 1000 {
+                        n += 1
+                        var attempt = Ledger()
+                        var body = factory.post(token: tokenA, instance: "pod-\(i)", into: &attempt)
+                        let value = Int.random(in: 1...5, using: &rng)
+                        body.removeLast()
+                        body += #","impactMetrics":[{"name":"tier_checkouts","help":"checkouts","type":"counter","samples":[{"labels":{"poster":"p\#(i)"},"value":\#(value)}]}]}"#
+                        if try client.post("/api/client/metrics", json: body, token: tokenA).status == 202 {
+                            ledger.merge(attempt)
+                            counter += Double(value)
+                        }
+                        usleep(5_000)
+                    }
+                } catch {
+                    return (ledger, counter, "\(client.endpoint): \(error)")
+                }
+                return (ledger, counter, "")
+            }
+            posting.leave()
+        }.start()
+        // The middle tier dies with SIGKILL while posts and batches flow, and comes back at once.
+        usleep(2_500_000)
+        killed.signal(SIGKILL)
+        _ = killed.waitForExit()
+        // Its spool and journal are in the killed one's directory, kept until the test ends.
+        let middle = try ProxyProcess(config: middleConf, name: "middle", spoolDir: killed.spoolDir)
+        posting.wait()
+        let results = box.value
+        XCTAssertEqual(results.map(\.error).filter { !$0.isEmpty }, [])
+        var expected = Ledger()
+        for r in results { expected.merge(r.ledger) }
+        XCTAssertGreaterThan(expected.sums.count, 20)
+        XCTAssertTrue(middle.log.contains("journal replayed"), "the restarted middle tier replayed its journal")
+
+        // Every acknowledged count reaches the upstream exactly once, through two tiers and a kill.
+        try waitFor("every count upstream", timeout: 30) { Ledger.fromUpstream(try upstream.requests()) == expected }
+        // The impact counters too (the last window's may come a moment after its flag counts).
+        var impact = try upstream.impact()
+        waitFor("every impact counter upstream", timeout: 10) {
+            impact = (try? upstream.impact()) ?? impact
+            return (0..<posters).allSatisfy { impact.values[.init(name: "tier_checkouts", labels: ["poster": "p\($0)"])] == results[$0].counter }
+        }
+        for i in 0..<posters {
+            XCTAssertEqual(impact.values[.init(name: "tier_checkouts", labels: ["poster": "p\(i)"])], results[i].counter, "poster \(i)")
+        }
+        XCTAssertEqual(impact.resets + impact.aborted + impact.refused, 0)
+
+        // Only the middle tier talks to the upstream: one bulk request per window of its own,
+        // not one per sidecar window.
+        let requests = try upstream.requests(path: "/api/client/metrics/bulk")
+        var perWindow: [String: Int] = [:]
+        for r in requests { perWindow[String(r.header("X-Metrics-Proxy-Batch")!.split(separator: "-")[0]), default: 0] += 1 }
+        XCTAssertEqual(perWindow.values.filter { $0 != 1 }, [], "\(perWindow)")
+        let sidecarBatches = try sidecars.map { value(try scrape($0), "metrics_proxy_upstream_requests_total", ["code": "202"]) ?? 0 }
+            .reduce(0, +)
+        XCTAssertGreaterThan(sidecarBatches, Double(requests.count) * 1.5, "the middle tier merged the sidecars' windows")
+
+        // The upstream hears of the SDK instances, not of the proxies, each with the way it came.
+        let middleId = try XCTUnwrap(Self.instanceId(middle))
+        let sidecarIds = sidecars.map { Self.instanceId($0) }
+        var seen: [String: [String]] = [:]
+        var checkoutPods = Set<String>()
+        for r in requests {
+            for a in r.json["applications"] as? [[String: Any]] ?? [] {
+                let via = (a["connectVia"] as? [[String: String]] ?? []).map { "\($0["appName"]!)/\($0["instanceId"]!)" }
+                seen["\(a["appName"]!)/\(a["instanceId"]!)"] = via
+                // The registered instances keep what their SDK said, two tiers away.
+                guard a["appName"] as? String == "checkout" else { continue }
+                checkoutPods.insert(a["instanceId"] as! String)
+                XCTAssertEqual(a["started"] as? String, "2026-11-28T09:00:00.000Z", "the SDK's own start, not the proxy's")
+                XCTAssertEqual(a["strategies"] as? [String], ["default", "flexibleRollout"])
+                XCTAssertEqual(a["sdkVersion"] as? String, "unleash-test:1.0")
+            }
+        }
+        XCTAssertEqual(checkoutPods, Set((0..<posters).map { "pod-\($0)" }))
+        XCTAssertFalse(seen.keys.contains { $0.hasPrefix("metrics-proxy/") }, "no proxy reported as an instance")
+        for (key, via) in seen {
+            let i = Int(key.split(separator: "-").last!)!
+            XCTAssertEqual(via, ["metrics-proxy/\(sidecarIds[i / 2]!)", "metrics-proxy/\(middleId)"], key)
+        }
+    }
+
+    /// The instance id a proxy logged at start.
+    static func instanceId(_ p: ProxyProcess) -> String? {
+        guard let line = p.log.split(separator: "\n").first(where: { $0.contains("event=listening") }),
+              let r = line.range(of: #"instance=[^ ]+"#, options: .regularExpression) else { return nil }
+        return String(line[r].dropFirst("instance=".count))
+    }
+
+    func testAProxyPointedAtItselfRefusesItsOwnBatchesAndKeepsThem() throws {
+        let port = FakeUpstream.freePort()
+        let proxy = try ProxyProcess(config: Self.middleConfig(port: port, upstream: "http://127.0.0.1:\(port)/api")
+            .replacingOccurrences(of: "interval = 2s", with: "interval = 1s"))
+        var ledger = Ledger()
+        var factory = PostFactory(apps: ["checkout"], label: "loop")
+        for i in 0..<5 {
+            XCTAssertEqual(try proxy.tcp().post("/api/client/metrics", json: factory.post(token: tokenA, instance: "i\(i)", into: &ledger), token: tokenA).status, 202)
+        }
+        // Its batch comes back to it: refused with 508 and a message that says why, kept in the spool.
+        waitFor("the loop to be refused") { proxy.log.contains("refused this proxy's own traffic") }
+        waitFor("the batch to stay spooled") { !proxy.spooledFiles.isEmpty }
+        XCTAssertTrue(proxy.log.contains("status=508"), proxy.log)
+        // Another proxy's batch is not refused, and one that carries this proxy's id is, whatever the route.
+        var refused = Ledger()
+        let echo = try proxy.tcp().post("/api/client/metrics", json: factory.post(token: tokenA, instance: "x", into: &refused), token: tokenA,
+                                        headers: [("X-Metrics-Proxy-Instance", Self.instanceId(proxy)!)])
+        XCTAssertEqual(echo.status, 508)
+        XCTAssertTrue(String(decoding: echo.body, as: UTF8.self).contains("leads back to itself"))
+        let forwarded = try proxy.tcp().request("GET", "/api/client/features", headers: [("Authorization", tokenA), ("X-Metrics-Proxy-Instance", Self.instanceId(proxy)!)])
+        XCTAssertEqual(forwarded.status, 508)
+
+        // Pointed at the right upstream (SIGHUP), the kept batches arrive, each count once.
+        let upstream = try FakeUpstream()
+        try String(contentsOf: proxy.configURL, encoding: .utf8)
+            .replacingOccurrences(of: "url = http://127.0.0.1:\(port)/api", with: "url = \(upstream.url)")
+            .write(to: proxy.configURL, atomically: true, encoding: .utf8)
+        proxy.signal(SIGHUP)
+        try waitFor("the kept batches upstream", timeout: 20) { Ledger.fromUpstream(try upstream.requests()) == ledger }
+    }
+}
+
+/// A value handed back from another thread (read after that thread is done with it).
+final class Box<T>: @unchecked Sendable {
+    var value: T
+    init(_ value: T) { self.value = value }
+}
