@@ -2,26 +2,29 @@ import Foundation
 import XCTest
 
 /// deploy/ parses and agrees with proxy.conf (ports, socket path, probe paths, config keys)
-/// and with the metrics the proxy really exposes.
+/// and with the metrics the proxy really exposes; its Kubernetes manifests (the sidecar and the
+/// node agent's DaemonSet) validate against the Kubernetes API schemas (kubernetes-validate).
 final class DeployTests: XCTestCase {
-    func check(deploy: URL) throws -> (status: Int32, output: String, configMap: String) {
+    func check(deploy: URL) throws -> (status: Int32, output: String, configMap: String, daemonSetConfigMap: String) {
         let upstream = try FakeUpstream()
         let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url))
         let dir = Paths.tempDir("deploy-check")
         let scrape = dir.appendingPathComponent("metrics.txt")
         try Data(try proxy.tcp().request("GET", "/metrics").body).write(to: scrape)
         let configMap = dir.appendingPathComponent("configmap-proxy.conf")
+        let daemonSetConfigMap = dir.appendingPathComponent("daemonset-configmap-proxy.conf")
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["python3", Paths.fixtures.appendingPathComponent("check_deploy.py").path,
                        "--deploy", deploy.path, "--conf", Paths.repo.appendingPathComponent("proxy.conf").path,
-                       "--metrics", scrape.path, "--extract-configmap", configMap.path]
+                       "--metrics", scrape.path, "--extract-configmap", configMap.path,
+                       "--extract-daemonset-configmap", daemonSetConfigMap.path]
         let out = Pipe()
         p.standardOutput = out
         try p.run()
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
-        return (p.terminationStatus, text, configMap.path)
+        return (p.terminationStatus, text, configMap.path, daemonSetConfigMap.path)
     }
 
     func testDeployFilesAgreeWithProxyConfAndTheMetrics() throws {
@@ -44,6 +47,34 @@ final class DeployTests: XCTestCase {
         let r = try check(deploy: copy)
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.output.contains("readinessProbe"), r.output)
+    }
+
+    func testTheDaemonSetConfigMapPassesCheckConfig() throws {
+        let r = try check(deploy: Paths.repo.appendingPathComponent("deploy"))
+        XCTAssertEqual(r.status, 0, r.output)
+        // The node agent's proxy.conf is valid for the real binary too.
+        let valid = try runProxy(["--check-config", "--config", r.daemonSetConfigMap],
+                                 environment: ["UNLEASH_URL": "https://unleash.example.com/api", "UNLEASH_TOKEN": "x"])
+        XCTAssertEqual(valid.status, 0, valid.stderr)
+    }
+
+    func testTheCheckCatchesABrokenDaemonSet() throws {
+        // A copy of deploy/ whose Service lost internalTrafficPolicy: Local and whose DaemonSet
+        // has a field Kubernetes does not know must fail the check, naming both.
+        let copy = Paths.tempDir("deploy-copy").appendingPathComponent("deploy")
+        try FileManager.default.copyItem(at: Paths.repo.appendingPathComponent("deploy"), to: copy)
+        let manifest = copy.appendingPathComponent("kubernetes/metrics-proxy-daemonset.yaml")
+        let text = try String(contentsOf: manifest, encoding: .utf8)
+        let policy = "  internalTrafficPolicy: Local\n"
+        let grace = "      terminationGracePeriodSeconds: 45\n"
+        XCTAssertTrue(text.contains(policy) && text.contains(grace), "the DaemonSet manifest changed; update this test")
+        try text.replacingOccurrences(of: policy, with: "")
+            .replacingOccurrences(of: grace, with: grace + "      containerz: []\n")
+            .write(to: manifest, atomically: true, encoding: .utf8)
+        let r = try check(deploy: copy)
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.output.contains("internalTrafficPolicy"), r.output)
+        XCTAssertTrue(r.output.contains("kubernetes-validate") && r.output.contains("'containerz' was unexpected"), r.output)
     }
 }
 
