@@ -123,6 +123,52 @@ final class TierTests: XCTestCase {
         }
     }
 
+    /// What Unleash Edge sends upstream (its documented shape, IMPACT-METRICS.md §3), through
+    /// the real binary: taken, merged and forwarded with Edge kept in `connectVia`; a body the
+    /// server would refuse gets its 400 naming the field, and nothing of it is kept.
+    func testEdgesBulkPostIsForwardedWithItsInstancesAndABadOneNamesTheField() throws {
+        let upstream = try FakeUpstream()
+        let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "1s"))
+        let edge = #"""
+            {"applications":[{"appName":"my-app","connectVia":[{"appName":"unleash-edge","instanceId":"01JEDGE"}],
+               "environment":"production","projects":["*"],"instanceId":"instance-123","connectionId":"connection-456",
+               "interval":60000,"started":"2026-01-01T00:00:00Z","strategies":["default"],"sdkVersion":"unleash-node-sdk:6.12.0",
+               "sdkType":"backend","yggdrasilVersion":null,"platformName":"node","platformVersion":"22.0.0"}],
+             "metrics":[{"featureName":"f1","appName":"my-app","environment":"production","timestamp":"2026-01-01T00:00:00Z",
+               "yes":3,"no":1,"variants":{"blue":2},"sdkVersion":null,"platformName":"node"},
+               {"featureName":"f1","appName":"my-app","environment":"development","timestamp":"2026-01-01T00:00:00Z","yes":5,"no":0,"variants":{}}],
+             "impactMetrics":[{"type":"counter","name":"purchases","help":"Number of purchases",
+               "samples":[{"value":42.0,"labels":{"appName":"my-app","environment":"production","origin":"edge"}}]}],
+             "seenTokens":["*:production.abc"]}
+            """#
+        XCTAssertEqual(try proxy.unix().post("/api/client/metrics/bulk", json: edge, token: tokenB).status, 202)
+        let bad = edge.replacingOccurrences(of: #""variants":{"blue":2}"#, with: #""variants":null"#)
+        let refused = try proxy.tcp().post("/api/client/metrics/bulk", json: bad, token: tokenB)
+        XCTAssertEqual(refused.status, 400)
+        let error = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(refused.body)) as? [String: Any])
+        XCTAssertEqual(error["name"] as? String, "ValidationError")
+        XCTAssertEqual((error["details"] as? [[String: Any]])?.first?["path"] as? String, "/body/metrics/0/variants")
+        XCTAssertEqual(try proxy.tcp().request("GET", "/api/client/metrics/bulk").status, 405)
+
+        try waitFor("the bulk post upstream", timeout: 10) { !(try upstream.requests(path: "/api/client/metrics/bulk")).isEmpty }
+        let requests = try upstream.requests(path: "/api/client/metrics/bulk")
+        XCTAssertEqual(requests.count, 1)
+        let body = requests[0].json
+        // The entry for the token's environment, once; the development one dropped as the server drops it.
+        let metrics = try XCTUnwrap(body["metrics"] as? [[String: Any]])
+        XCTAssertEqual(metrics.count, 1)
+        XCTAssertEqual(metrics.first?["featureName"] as? String, "f1")
+        XCTAssertEqual(metrics.first?["timestamp"] as? String, "2026-01-01T00:00:00.000Z")
+        XCTAssertEqual([metrics.first?["yes"] as? Int, metrics.first?["no"] as? Int], [3, 1])
+        XCTAssertEqual(metrics.first?["variants"] as? [String: Int], ["blue": 2])
+        let app = try XCTUnwrap((body["applications"] as? [[String: Any]])?.first)
+        XCTAssertEqual(app["projects"] as? [String], ["*"])
+        XCTAssertEqual(app["connectVia"] as? [[String: String]],
+                       [["appName": "unleash-edge", "instanceId": "01JEDGE"], ["appName": "metrics-proxy", "instanceId": Self.instanceId(proxy)!]])
+        XCTAssertEqual(try upstream.impact().values[.init(name: "purchases", labels: ["appName": "my-app", "environment": "production"])], 42)
+        XCTAssertTrue(requests[0].body.contains(#""origin":"edge""#), "the sample's own labels are kept")
+    }
+
     /// The instance id a proxy logged at start.
     static func instanceId(_ p: ProxyProcess) -> String? {
         guard let line = p.log.split(separator: "\n").first(where: { $0.contains("event=listening") }),
