@@ -170,6 +170,7 @@ public final class Daemon {
                                             version: Version.string, connections: server.guardian.count,
                                             instancesRemembered: window.registry.count,
                                             impactSeries: window.impact.keyCount, impactDropped: durable.ingest.impactDropped)
+            gauges.duplicateBatches = durable.ingest.duplicateBatches
             if let j = durable.journal {
                 gauges.journal = .init(bytes: j.bytes, records: j.records, appendFailures: durable.ingest.journalFailures,
                                        checkpoints: durable.checkpoints,

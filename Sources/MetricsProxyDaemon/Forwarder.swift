@@ -176,7 +176,7 @@ final class Forwarder {
         }
         var headers = [("Content-Type", "application/json"), ("Authorization", batch.token),
                        // The batch id lets an operator match upstream requests to the proxy's log.
-                       ("X-Metrics-Proxy-Batch", batch.id),
+                       (ProxyIdentity.batchHeader, batch.id),
                        // Lets a metrics-proxy upstream refuse the batch if it is this proxy.
                        (ProxyIdentity.header, proxyInstance)]
         var body = batch.body

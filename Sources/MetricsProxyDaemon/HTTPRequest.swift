@@ -80,6 +80,8 @@ struct HTTPRequest {
             case 0x78: // x
                 if out.proxyInstance == nil, strcasecmp(key, ProxyIdentity.header) == 0 {
                     out.proxyInstance = String(cString: value)
+                } else if out.batch == nil, strcasecmp(key, ProxyIdentity.batchHeader) == 0 {
+                    out.batch = String(cString: value)
                 }
             default:
                 break

@@ -6,6 +6,8 @@ import Glibc
 /// leads back to itself, and merging its own traffic would count it again at every turn.
 enum ProxyIdentity {
     static let header = "X-Metrics-Proxy-Instance"
+    /// The batch's id, which an upstream metrics-proxy uses to take a resent batch only once.
+    static let batchHeader = "X-Metrics-Proxy-Batch"
 
     /// `<host name>-<6 hex digits of the spool directory's path>`: stable across restarts, and
     /// distinct for two proxies on one host (each needs a spool directory of its own). In

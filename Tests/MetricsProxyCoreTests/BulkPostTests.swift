@@ -158,4 +158,57 @@ final class BulkPostTests: XCTestCase {
         XCTAssertEqual(r.refused, 0)
         XCTAssertEqual(JournalTests.upstreamBodies(fromCheckpoint.window), expected)
     }
+
+    /// A batch another proxy resends (its 202 lost) is answered 202 and not merged again, also
+    /// after a restart that replayed it from the journal; a refused one is taken when it comes again.
+    func testABatchResentByAnotherProxyCountsOnceAcrossARestart() throws {
+        var config = Config()
+        config.spool.dir = "/s"
+        let fs = ScriptedFileSystem()
+        let d = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        _ = try d.recover(spool: JournalTests.spool(fs), config: config)
+        var sent = json
+        sent.proxyInstance = "sidecar-1-abc123"
+        sent.batch = "001796378400000-0000"
+        let body = Self.bulk(metrics: [Self.entry("a", yes: 2)])
+        XCTAssertEqual(d.accept(.bulk, headers: sent, body: body, now: Self.now), .accepted)
+        XCTAssertEqual(d.accept(.bulk, headers: sent, body: body, now: Self.now), .accepted)
+        XCTAssertEqual(JournalTests.counts(d.window), ["a": 2])
+        XCTAssertEqual(d.ingest.duplicateBatches, 1)
+        // The same id from another sender is another batch; a metrics-mode batch (an SDK-shaped post) too.
+        var other = sent
+        other.proxyInstance = "sidecar-2-def456"
+        XCTAssertEqual(d.accept(.bulk, headers: other, body: body, now: Self.now), .accepted)
+        other.batch = "001796378400000-0001"
+        let single = #"{"appName":"shop","instanceId":"i","bucket":{"start":"2026-12-04T10:00:00Z","stop":"2026-12-04T10:00:10Z","toggles":{"a":{"yes":5,"no":0}}}}"#
+        XCTAssertEqual(d.accept(.metrics, headers: other, body: Array(single.utf8), now: Self.now), .accepted)
+        XCTAssertEqual(d.accept(.metrics, headers: other, body: Array(single.utf8), now: Self.now), .accepted)
+        XCTAssertEqual(JournalTests.counts(d.window), ["a": 9])
+
+        // Killed after the journal took them: the restarted proxy knows them all.
+        let after = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20), opened: Self.now)
+        _ = try after.recover(spool: JournalTests.spool(fs), config: config)
+        XCTAssertEqual(after.accept(.bulk, headers: sent, body: body, now: Self.now), .accepted)
+        XCTAssertEqual(after.accept(.metrics, headers: other, body: Array(single.utf8), now: Self.now), .accepted)
+        XCTAssertEqual(JournalTests.counts(after.window), ["a": 9])
+        XCTAssertEqual(after.ingest.duplicateBatches, 2)
+
+        // A batch refused the first time (here: broken) is not remembered: its fixed resend counts.
+        var fresh = sent
+        fresh.batch = "001796378460000-0000"
+        XCTAssertEqual(after.accept(.bulk, headers: fresh, body: Array("{".utf8), now: Self.now).status, 400)
+        XCTAssertEqual(after.accept(.bulk, headers: fresh, body: body, now: Self.now), .accepted)
+        XCTAssertEqual(JournalTests.counts(after.window), ["a": 11])
+    }
+
+    func testRecentBatchesForgetTheOldestPastTheirCapacity() {
+        var r = RecentBatches(capacity: 3)
+        for k in ["a", "b", "c", "d"] { r.insert(k) }
+        XCTAssertEqual(r.count, 3)
+        XCTAssertFalse(r.contains("a"))
+        XCTAssertTrue(r.contains("b") && r.contains("d"))
+        r.insert("e")
+        XCTAssertFalse(r.contains("b"))
+        XCTAssertTrue(r.contains("c") && r.contains("e"))
+    }
 }

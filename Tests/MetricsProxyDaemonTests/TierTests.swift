@@ -169,6 +169,31 @@ final class TierTests: XCTestCase {
         XCTAssertTrue(requests[0].body.contains(#""origin":"edge""#), "the sample's own labels are kept")
     }
 
+    /// A sidecar that lost the answer to a batch sends it again: the middle tier answers 202
+    /// and counts it once, also when the resend reaches it after a kill -9 and a restart.
+    func testAResentBatchCountsOnceEvenAfterTheMiddleTierIsKilled() throws {
+        let upstream = try FakeUpstream()
+        let conf = testConfig(upstream: upstream.url, interval: "2s")
+        let first = try ProxyProcess(config: conf, name: "middle")
+        let body = #"{"applications":[],"metrics":[{"featureName":"resent","appName":"shop","environment":"development","timestamp":"2026-12-04T10:00:00Z","yes":4,"no":1,"variants":{}}]}"#
+        let from = [("X-Metrics-Proxy-Instance", "sidecar-7-0a1b2c"), ("X-Metrics-Proxy-Batch", "001796378400000-0000")]
+        XCTAssertEqual(try first.tcp().post("/api/client/metrics/bulk", json: body, token: tokenA, headers: from).status, 202)
+        XCTAssertEqual(try first.unix().post("/api/client/metrics/bulk", json: body, token: tokenA, headers: from).status, 202)
+        XCTAssertEqual(value(try scrape(first), "metrics_proxy_duplicate_batches_total"), 1)
+        first.signal(SIGKILL)
+        _ = first.waitForExit()
+        let second = try ProxyProcess(config: conf, name: "middle", spoolDir: first.spoolDir)
+        XCTAssertEqual(try second.tcp().post("/api/client/metrics/bulk", json: body, token: tokenA, headers: from).status, 202)
+        XCTAssertEqual(value(try scrape(second), "metrics_proxy_duplicate_batches_total"), 1)
+        // Without the headers it is another post, and counts.
+        XCTAssertEqual(try second.tcp().post("/api/client/metrics/bulk", json: body, token: tokenA).status, 202)
+        try waitFor("the counts upstream", timeout: 10) {
+            var expected = Ledger()
+            expected.add(.init(token: tokenA, app: "shop", feature: "resent", hour: "2026-12-04T10:00:00.000Z"), yes: 8, no: 2, variants: [:])
+            return Ledger.fromUpstream(try upstream.requests()) == expected
+        }
+    }
+
     /// The instance id a proxy logged at start.
     static func instanceId(_ p: ProxyProcess) -> String? {
         guard let line = p.log.split(separator: "\n").first(where: { $0.contains("event=listening") }),

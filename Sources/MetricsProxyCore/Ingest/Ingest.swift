@@ -21,14 +21,17 @@ public struct Ingest {
         public var interval: String?
         /// `X-Metrics-Proxy-Instance`: the metrics-proxy that forwarded this request, if one did.
         public var proxyInstance: String?
+        /// `X-Metrics-Proxy-Batch`: that proxy's id for the batch (`RecentBatches`).
+        public var batch: String?
 
         public init(contentType: String? = nil, contentEncoding: String? = nil, authorization: String? = nil,
-                    interval: String? = nil, proxyInstance: String? = nil) {
+                    interval: String? = nil, proxyInstance: String? = nil, batch: String? = nil) {
             self.contentType = contentType
             self.contentEncoding = contentEncoding
             self.authorization = authorization
             self.interval = interval
             self.proxyInstance = proxyInstance
+            self.batch = batch
         }
     }
 
@@ -65,6 +68,10 @@ public struct Ingest {
     /// This proxy's id in `connectVia` and `X-Metrics-Proxy-Instance` (the daemon's); a post
     /// that carries it has come back to the proxy that sent it. nil: not checked (replay).
     public var instanceId: String?
+    /// Batches taken from other proxies, so that one resent is not merged twice.
+    public internal(set) var recentBatches = RecentBatches()
+    /// Resent batches answered 202 again without a second merge.
+    public private(set) var duplicateBatches = 0
     /// The fast path's scratch space, reused for every post (its lists are classes: a copy of
     /// `Ingest` shares them, so one `Ingest` serves one loop). Nil when the fast path is off.
     private var scratch: FastPost?
@@ -101,6 +108,21 @@ public struct Ingest {
     public mutating func accept(_ kind: Kind, headers: Headers, body: UnsafeBufferPointer<UInt8>, into window: inout Window,
                                 now: Int64, journal: Journal? = nil, header: (String) -> String?) -> Answer {
         if let instanceId, headers.proxyInstance == instanceId { return loop(via: "its X-Metrics-Proxy-Instance header") }
+        guard let batch = RecentBatches.key(headers) else {
+            return decide(kind, headers: headers, body: body, into: &window, now: now, journal: journal, batch: nil, header: header)
+        }
+        if recentBatches.contains(batch) {
+            duplicateBatches += 1
+            return .accepted
+        }
+        let answer = decide(kind, headers: headers, body: body, into: &window, now: now, journal: journal, batch: batch, header: header)
+        if answer == .accepted { recentBatches.insert(batch) }
+        return answer
+    }
+
+    /// `accept` once the request is known to be new: checks, journal, merge.
+    private mutating func decide(_ kind: Kind, headers: Headers, body: UnsafeBufferPointer<UInt8>, into window: inout Window,
+                                 now: Int64, journal: Journal?, batch: String?, header: (String) -> String?) -> Answer {
         let interval = headers.interval.flatMap(Double.init)
         var noFastPath: FastPost? = nil // registrations are read by the full decoder
         let outcome = kind == .metrics ? intake.evaluate(kind, headers, body: body, fast: &scratch)
@@ -111,7 +133,7 @@ public struct Ingest {
             if !impact.metrics.isEmpty { intake.limits.trim(&impact) }
             if window.wouldExceed(maxKeys, fast: scratch!, body: body, token: token, impact: impact.metrics) { return windowFull }
             // The common post goes to the journal as its counts and names, not its body.
-            if let journal, let failed = recordCompact(token, headers, body, now, journal, header) { return failed }
+            if let journal, let failed = recordCompact(token, headers, body, now, journal, batch, header) { return failed }
             // Merged now, while the body the post was read from is still valid.
             let dropped = window.merge(scratch!, body: body, token: token, interval: interval, now: now, header: header,
                                        impact: impact.metrics)
@@ -123,7 +145,7 @@ public struct Ingest {
         case .metrics(var post, let token):
             intake.limits.trim(&post.impact)
             if window.wouldExceed(maxKeys, post: post, token: token) { return windowFull }
-            if let journal, let failed = record(kind, token, headers, body, now, journal, header) { return failed }
+            if let journal, let failed = record(kind, token, headers, body, now, journal, batch, header) { return failed }
             post.sdk.fillFromHeaders(header)
             let dropped = window.merge(post, token: token, interval: interval, now: now)
             impactDropped.merge(post.impact.dropped, uniquingKeysWith: +)
@@ -133,7 +155,7 @@ public struct Ingest {
             if window.wouldAddInstance(beyond: maxKeys, token: token, appName: r.appName, instanceId: r.instanceId) {
                 return windowFull
             }
-            if let journal, let failed = record(kind, token, headers, body, now, journal, header) { return failed }
+            if let journal, let failed = record(kind, token, headers, body, now, journal, batch, header) { return failed }
             r.sdk.fillFromHeaders(header)
             window.noteInstance(token: token, appName: r.appName, instanceId: r.instanceId, sdk: r.sdk, interval: r.interval,
                                 started: r.started, strategies: r.strategies, now: now)
@@ -145,7 +167,7 @@ public struct Ingest {
             intake.limits.trim(&post.impact)
             let environment = Token.environment(of: token)
             if window.wouldExceed(maxKeys, bulk: post, token: token, environment: environment, now: now) { return windowFull }
-            if let journal, let failed = record(kind, token, headers, body, now, journal, header) { return failed }
+            if let journal, let failed = record(kind, token, headers, body, now, journal, batch, header) { return failed }
             let dropped = window.merge(post, token: token, environment: environment, now: now)
             impactDropped.merge(post.impact.dropped, uniquingKeysWith: +)
             impactDropped.merge(dropped, uniquingKeysWith: +)
@@ -168,9 +190,11 @@ public struct Ingest {
 
     /// Appends a post the fast path read, without impact metrics, in the journal's compact form.
     private mutating func recordCompact(_ token: String, _ headers: Headers, _ body: UnsafeBufferPointer<UInt8>, _ now: Int64,
-                                        _ journal: Journal, _ header: (String) -> String?) -> Answer? {
+                                        _ journal: Journal, _ batch: String?, _ header: (String) -> String?) -> Answer? {
         // Only the fields the body leaves out can be filled from headers.
-        let sdkHeaders = Self.fallbackHeaders(header) { scratch!.sdk[$0.index] == nil }
+        var sdkHeaders = Self.fallbackHeaders(header) { scratch!.sdk[$0.index] == nil }
+        // A replay takes the batch back among the recent ones.
+        if let batch { sdkHeaders.append((RecentBatches.journalHeader, batch)) }
         do {
             try journal.appendCompact(scratch!, body: body, token: token, now: now, interval: headers.interval, sdkHeaders: sdkHeaders)
             return nil
@@ -198,9 +222,10 @@ public struct Ingest {
     /// Appends an accepted post to the journal: the body as received, the token it is filed
     /// under, and the headers ingest may read for it. Returns the answer if that failed.
     private mutating func record(_ kind: Kind, _ token: String, _ headers: Headers, _ body: UnsafeBufferPointer<UInt8>, _ now: Int64,
-                                 _ journal: Journal, _ header: (String) -> String?) -> Answer? {
+                                 _ journal: Journal, _ batch: String?, _ header: (String) -> String?) -> Answer? {
         // A bulk post's instances carry their own fields; the sender's headers are not theirs.
-        let sdkHeaders = kind == .bulk ? [] : Self.fallbackHeaders(header) { _ in true }
+        var sdkHeaders = kind == .bulk ? [] : Self.fallbackHeaders(header) { _ in true }
+        if let batch { sdkHeaders.append((RecentBatches.journalHeader, batch)) }
         do {
             try journal.append(kind: kind, now: now, token: token, headers: headers, sdkHeaders: sdkHeaders,
                                body: UnsafeRawBufferPointer(body))

@@ -90,6 +90,10 @@ public final class DurableWindow {
         func opening(at now: Int64) {
             if window.isEmpty && r.records == 0 { window = Window(opened: now, registry: window.registry) }
         }
+        // Batches other proxies sent that the journal holds: a resend of one is not merged again.
+        func remember(_ headers: [(name: String, value: String)]) {
+            for (name, value) in headers where name == RecentBatches.journalHeader { ingest.recentBatches.insert(value) }
+        }
         for (seq, bytes, usable) in contents {
             if replaced.contains(seq) { continue }
             let damage = JournalReader.read(bytes) { item in
@@ -98,6 +102,7 @@ public final class DurableWindow {
                     opening(at: d.now)
                     replay.merge(d, post, body: body, into: &window)
                     r.records += 1
+                    remember(d.sdkHeaders)
                     return
                 }
                 guard case .post(let p, let body) = item else { return }
@@ -106,7 +111,12 @@ public final class DurableWindow {
                     replay.accept(p.kind, headers: p.headers.with(authorization: p.token), body: $0, into: &window,
                                   now: p.now) { name in p.sdkHeaders.first { $0.name == name }?.value }
                 }
-                if answer == .accepted { r.records += 1 } else { r.refused += 1 }
+                if answer == .accepted {
+                    r.records += 1
+                    remember(p.sdkHeaders)
+                } else {
+                    r.refused += 1
+                }
             }
             if let damage { r.damaged.append((seq, damage)) }
             r.segments.append(seq)

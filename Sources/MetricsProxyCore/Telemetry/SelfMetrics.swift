@@ -52,6 +52,8 @@ public struct SelfMetrics: Sendable {
         public var impactSeries: Int
         /// Impact metrics of accepted posts dropped alone, by reason (`Ingest.impactDropped`).
         public var impactDropped: [ImpactDrop: Int]
+        /// Batches another proxy resent that were answered 202 again, not merged twice.
+        public var duplicateBatches = 0
         /// The open window's journal: bytes and records; appends that failed (answered 503),
         /// checkpoints written; the fsync thread's latencies. Nil when the journal is off.
         public var journal: Journal?
@@ -108,6 +110,9 @@ public struct SelfMetrics: Sendable {
         }
         family("metrics_proxy_impact_series", "gauge", "Impact metric series in the open window.")
         sample("metrics_proxy_impact_series", Double(g.impactSeries))
+        family("metrics_proxy_duplicate_batches_total", "counter",
+               "Batches another metrics-proxy resent (its answer lost) that were answered 202 again without a second merge.")
+        sample("metrics_proxy_duplicate_batches_total", Double(g.duplicateBatches))
         family("metrics_proxy_post_bytes_total", "counter", "Bytes of metric post bodies received.")
         sample("metrics_proxy_post_bytes_total", Double(postBytes))
         family("metrics_proxy_connections", "gauge", "Client connections open.")
