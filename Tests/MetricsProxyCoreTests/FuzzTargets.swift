@@ -8,7 +8,7 @@ import CZlib
 /// tests run exactly the same checks on every input a fuzzer ever found. Each returns normally
 /// for any input, valid or not; a crash or a failed `precondition` is a bug.
 enum FuzzTargets {
-    /// The whole intake, `Ingest.accept`, as a metrics post and as a registration: with the
+    /// The whole intake, `Ingest.accept`, as a metrics post, a registration and a bulk post: with the
     /// fast path on and off it must give the same answer and the same window (the fast path
     /// accepts only what the full decoder accepts, with the same meaning), also at a small key
     /// cap; a post that is not accepted leaves the window as it was. And gzip/deflate
@@ -20,7 +20,7 @@ enum FuzzTargets {
             var config = Config()
             config.limits.maxKeys = maxKeys
             var fast = Ingest(config), full = Ingest(config, fastPath: false)
-            for kind in [Ingest.Kind.metrics, .register] {
+            for kind in [Ingest.Kind.metrics, .register, .bulk] {
                 var a = Window(opened: 0), b = Window(opened: 0)
                 let answer = fast.accept(kind, headers: headers, body: bytes, into: &a, now: 0, header: sdkHeader)
                 let expected = full.accept(kind, headers: headers, body: bytes, into: &b, now: 0, header: sdkHeader)
