@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <sys/syscall.h>
 
 #include <event2/event.h>
 #include <event2/http.h>
@@ -33,6 +34,11 @@
 #include <openssl/ssl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+
+/* The calling thread's id (for setpriority on one thread): SYS_gettid is a macro. */
+static inline pid_t mp_gettid(void) {
+    return (pid_t)syscall(SYS_gettid);
+}
 
 /* SSL_set_tlsext_host_name is a ctrl macro: Swift cannot import it. */
 static inline int mp_ssl_set_sni(SSL *ssl, const char *host) {

@@ -1,3 +1,4 @@
+import CLibevent
 import Glibc
 import MetricsProxyCore
 import Synchronization
@@ -52,6 +53,10 @@ final class JournalSyncer: @unchecked Sendable {
     }
 
     private func run() {
+        // Below the event loop: the fsync's writeback competes with the loop for the CPU, and
+        // the loop's answers should not wait for it. (Per-thread on Linux: nice applies to the
+        // calling thread's id.)
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(mp_gettid()), 10)
         var pause = timespec(tv_sec: Int(intervalMillis / 1000), tv_nsec: Int(intervalMillis % 1000) * 1_000_000)
         while true {
             var rest = timespec()

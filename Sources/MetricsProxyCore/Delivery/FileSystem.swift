@@ -130,17 +130,24 @@ public final class PosixFileSystem: FileSystem {
         var used: Int
         /// Bytes from the start unmapped already (written, and left to the page cache).
         var released = 0
+        /// Bytes from the start faulted in for writing (page aligned).
+        var populated: Int
 
         init(base: UnsafeMutableRawPointer, reserved: Int, used: Int) {
             self.base = base
             self.reserved = reserved
             self.used = used
+            populated = used & ~(PosixFileSystem.page - 1)
         }
     }
 
     /// Address space reserved per appended file: larger appends fall back to `writev`.
     static let mappingSize = 1 << 30
     static let chunk = 1 << 20
+    static let page = 4096
+    /// Pages are faulted in (and written ones released) this many bytes at a time: one call
+    /// instead of a fault per page, in steps small enough not to hold the loop up noticeably.
+    static let populateStep = 64 << 10
     private var mapped: [Int32: Mapped] = [:]
 
     public func openAppend(_ path: String, mode: UInt32, create: Bool) throws(FSError) -> Int32 {
@@ -173,17 +180,25 @@ public final class PosixFileSystem: FileSystem {
                 r = posix_fallocate(fd, off_t(m.reserved), off_t(grow))
             }
             guard r == 0 else { throw FSError(code: r, operation: "fallocate", path: path) }
+            m.reserved += grow
+        }
+        if m.used + n > m.populated {
             // Pages already written are left to the page cache (where they stay, and are
             // written back): unmapped, they no longer count in this process's memory.
-            let done = m.used & ~4095
+            let done = m.used & ~(Self.page - 1)
             if done > m.released {
                 _ = madvise(m.base + m.released, done - m.released, MADV_DONTNEED)
                 m.released = done
             }
-            // Fault the new pages in with one call rather than one fault per page as they fill
-            // (MADV_POPULATE_WRITE, Linux 5.14; older kernels ignore it and fault as before).
-            _ = madvise(m.base + m.reserved, grow, 23)
-            m.reserved += grow
+            // The next pages, faulted in with one call rather than one fault each as they fill
+            // (MADV_POPULATE_WRITE, Linux 5.14; older kernels refuse it and fault as before).
+            // Never past the page holding the file's end: beyond it the mapping has no file.
+            let end = min((m.reserved + Self.page - 1) & ~(Self.page - 1),
+                          max(m.populated + Self.populateStep, (m.used + n + Self.page - 1) & ~(Self.page - 1)))
+            if end > m.populated {
+                _ = madvise(m.base + m.populated, end - m.populated, 23)
+                m.populated = end
+            }
         }
         if head.count > 0 { (m.base + m.used).copyMemory(from: head.baseAddress!, byteCount: head.count) }
         if body.count > 0 { (m.base + m.used + head.count).copyMemory(from: body.baseAddress!, byteCount: body.count) }
