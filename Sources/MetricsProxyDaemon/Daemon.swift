@@ -27,6 +27,8 @@ public final class Daemon {
     private var postsInWindow = 0
     private var keyCapLogged = false
     private var loopLogged = false
+    /// The spool's (and a journal elsewhere's) `.lock`, held until the process ends.
+    private var locks: [Int32] = []
     /// This proxy's name in `connectVia` and `X-Metrics-Proxy-Instance` (`ProxyIdentity`).
     let instanceId: String
     /// Impact metrics dropped (all reasons) when the open window opened, and whether this
@@ -76,6 +78,11 @@ public final class Daemon {
         if let path = config.listen.unix { try server.listenUnix(path: path, mode: config.listen.unixMode) }
         // After the listeners: a port in use fails without touching the spool. Requests are
         // served only once the loop runs, after the spool has been scanned.
+        // Before the spool is touched (its open removes leftover temporary files).
+        locks.append(try DirectoryLock.acquire(config.spool.dir, what: "spool.dir"))
+        if let dir = config.journalDir, !dir.hasPrefix(config.spool.dir + "/") {
+            locks.append(try DirectoryLock.acquire(dir, what: "journal.dir"))
+        }
         try forwarder.openSpool()
         // Before any request is served: the window the last run acknowledged comes back.
         try recoverJournal()

@@ -24,3 +24,26 @@ enum ProxyIdentity {
         return host + "-" + String(repeating: "0", count: 6 - hex.count) + hex
     }
 }
+
+/// Holds `<dir>/.lock` (flock) for the life of the process: two proxies on one spool
+/// directory would send each other's batches and replay each other's journal, and would
+/// share an instance id. The lock goes with the process, however it ends.
+enum DirectoryLock {
+    static func acquire(_ dir: String, what: String) throws(StartupError) -> Int32 {
+        if mkdir(dir, 0o700) != 0 && errno != EEXIST {
+            throw StartupError("\(what) \(dir) cannot be created: \(String(cString: strerror(errno)))")
+        }
+        let path = dir + "/.lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StartupError("\(what) \(dir) is not usable: \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let busy = errno == EWOULDBLOCK
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw StartupError(busy
+                ? "\(what) \(dir) is in use by another metrics-proxy (it holds \(path)); each proxy needs a directory of its own"
+                : "\(what) \(dir) cannot be locked: \(reason)")
+        }
+        return fd
+    }
+}

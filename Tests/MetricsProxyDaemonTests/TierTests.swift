@@ -194,6 +194,22 @@ final class TierTests: XCTestCase {
         }
     }
 
+    /// Two proxies on one spool directory would send each other's batches and share an
+    /// instance id: the second refuses to start, naming the directory; once the first is
+    /// gone (even by SIGKILL) the directory is free.
+    func testASecondProxyOnTheSameSpoolDirectoryRefusesToStart() throws {
+        let upstream = try FakeUpstream()
+        let first = try ProxyProcess(config: testConfig(upstream: upstream.url), name: "first")
+        let second = try ProxyProcess(config: testConfig(upstream: upstream.url), name: "second", spoolDir: first.spoolDir,
+                                      waitUntilListening: false)
+        XCTAssertEqual(second.waitForExit(), 2, "a start-up error")
+        XCTAssertTrue(second.log.contains("spool.dir \(first.spoolDir) is in use by another metrics-proxy"), second.log)
+        first.signal(SIGKILL)
+        _ = first.waitForExit()
+        let third = try ProxyProcess(config: testConfig(upstream: upstream.url), name: "third", spoolDir: first.spoolDir)
+        XCTAssertEqual(try third.tcp().request("GET", "/readyz").status, 200)
+    }
+
     /// The instance id a proxy logged at start.
     static func instanceId(_ p: ProxyProcess) -> String? {
         guard let line = p.log.split(separator: "\n").first(where: { $0.contains("event=listening") }),
