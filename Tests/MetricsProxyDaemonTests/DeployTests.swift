@@ -30,48 +30,44 @@ final class DeployTests: XCTestCase {
     func testDeployFilesAgreeWithProxyConfAndTheMetrics() throws {
         let r = try check(deploy: Paths.repo.appendingPathComponent("deploy"))
         XCTAssertEqual(r.status, 0, r.output)
-        // The ConfigMap's proxy.conf is valid for the real binary.
-        let valid = try runProxy(["--check-config", "--config", r.configMap],
-                                 environment: ["UNLEASH_URL": "https://unleash.example.com/api", "UNLEASH_TOKEN": "x"])
-        XCTAssertEqual(valid.status, 0, valid.stderr)
+        // The sidecar's and the node agent's proxy.conf are valid for the real binary.
+        for conf in [r.configMap, r.daemonSetConfigMap] {
+            let valid = try runProxy(["--check-config", "--config", conf],
+                                     environment: ["UNLEASH_URL": "https://unleash.example.com/api", "UNLEASH_TOKEN": "x"])
+            XCTAssertEqual(valid.status, 0, valid.stderr)
+        }
+    }
+
+    /// The check run on a copy of deploy/ whose `manifest` was changed by `edit`.
+    func checkBroken(_ manifest: String, _ edit: (String) -> String) throws -> (status: Int32, output: String) {
+        let copy = Paths.tempDir("deploy-copy").appendingPathComponent("deploy")
+        try FileManager.default.copyItem(at: Paths.repo.appendingPathComponent("deploy"), to: copy)
+        let file = copy.appendingPathComponent("kubernetes/\(manifest)")
+        let text = try String(contentsOf: file, encoding: .utf8)
+        let changed = edit(text)
+        XCTAssertNotEqual(changed, text, "\(manifest) changed; update this test")
+        try changed.write(to: file, atomically: true, encoding: .utf8)
+        let r = try check(deploy: copy)
+        return (r.status, r.output)
     }
 
     func testTheCheckCatchesADisagreement() throws {
-        // A copy of deploy/ with the readiness probe on the wrong port must fail the check.
-        let copy = Paths.tempDir("deploy-copy").appendingPathComponent("deploy")
-        try FileManager.default.copyItem(at: Paths.repo.appendingPathComponent("deploy"), to: copy)
-        let manifest = copy.appendingPathComponent("kubernetes/metrics-proxy-sidecar.yaml")
-        let text = try String(contentsOf: manifest, encoding: .utf8)
-        try text.replacingOccurrences(of: "path: /readyz\n              port: 4243", with: "path: /readyz\n              port: 8080")
-            .write(to: manifest, atomically: true, encoding: .utf8)
-        let r = try check(deploy: copy)
+        // The readiness probe on the wrong port must fail the check.
+        let r = try checkBroken("metrics-proxy-sidecar.yaml") {
+            $0.replacingOccurrences(of: "path: /readyz\n              port: 4243", with: "path: /readyz\n              port: 8080")
+        }
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.output.contains("readinessProbe"), r.output)
     }
 
-    func testTheDaemonSetConfigMapPassesCheckConfig() throws {
-        let r = try check(deploy: Paths.repo.appendingPathComponent("deploy"))
-        XCTAssertEqual(r.status, 0, r.output)
-        // The node agent's proxy.conf is valid for the real binary too.
-        let valid = try runProxy(["--check-config", "--config", r.daemonSetConfigMap],
-                                 environment: ["UNLEASH_URL": "https://unleash.example.com/api", "UNLEASH_TOKEN": "x"])
-        XCTAssertEqual(valid.status, 0, valid.stderr)
-    }
-
     func testTheCheckCatchesABrokenDaemonSet() throws {
-        // A copy of deploy/ whose Service lost internalTrafficPolicy: Local and whose DaemonSet
-        // has a field Kubernetes does not know must fail the check, naming both.
-        let copy = Paths.tempDir("deploy-copy").appendingPathComponent("deploy")
-        try FileManager.default.copyItem(at: Paths.repo.appendingPathComponent("deploy"), to: copy)
-        let manifest = copy.appendingPathComponent("kubernetes/metrics-proxy-daemonset.yaml")
-        let text = try String(contentsOf: manifest, encoding: .utf8)
+        // A Service that lost internalTrafficPolicy: Local and a DaemonSet with a field
+        // Kubernetes does not know must fail the check, naming both.
         let policy = "  internalTrafficPolicy: Local\n"
         let grace = "      terminationGracePeriodSeconds: 45\n"
-        XCTAssertTrue(text.contains(policy) && text.contains(grace), "the DaemonSet manifest changed; update this test")
-        try text.replacingOccurrences(of: policy, with: "")
-            .replacingOccurrences(of: grace, with: grace + "      containerz: []\n")
-            .write(to: manifest, atomically: true, encoding: .utf8)
-        let r = try check(deploy: copy)
+        let r = try checkBroken("metrics-proxy-daemonset.yaml") {
+            $0.replacingOccurrences(of: policy, with: "").replacingOccurrences(of: grace, with: grace + "      containerz: []\n")
+        }
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.output.contains("internalTrafficPolicy"), r.output)
         XCTAssertTrue(r.output.contains("kubernetes-validate") && r.output.contains("'containerz' was unexpected"), r.output)

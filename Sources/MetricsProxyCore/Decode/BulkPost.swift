@@ -65,13 +65,7 @@ public enum BulkPostDecoder {
 
 extension Decoding {
     mutating func bulk() throws(DecodeStop) -> BulkPost {
-        scanner.skipWhitespace()
-        if scanner.isAtEnd { throw .invalid(.required("/body/applications")) }
-        guard try kind() == .object else {
-            let sent = try skipAndShow()
-            try finish()
-            throw .invalid(.invalid("/body", "must be object", sent: sent))
-        }
+        try bodyObject(required: "/body/applications")
         var post = BulkPost()
         var sawApplications = false, sawMetrics = false
         try run { s throws(JSONSyntaxError) in try s.expect(UInt8(ascii: "{")) }

@@ -94,11 +94,11 @@ struct Decoding {
         return String(decoding: w.bytes, as: UTF8.self)
     }
 
-    /// The start of a post or registration body: an object (both require `appName`, so an
-    /// empty body, which body-parser reads as {}, is missing it).
-    mutating func bodyObject() throws(DecodeStop) {
+    /// The start of a body: an object. An empty body, which body-parser reads as {}, is
+    /// missing its first required member, `required` (`appName` for a post or registration).
+    mutating func bodyObject(required: String = "/body/appName") throws(DecodeStop) {
         scanner.skipWhitespace()
-        if scanner.isAtEnd { throw .invalid(.required("/body/appName")) }
+        if scanner.isAtEnd { throw .invalid(.required(required)) }
         guard try kind() == .object else {
             let sent = try skipAndShow()
             try finish()
