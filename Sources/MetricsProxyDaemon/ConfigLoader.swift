@@ -16,6 +16,15 @@ public enum ConfigLoader {
                 throw ConfigError(file: path, line: lines[key] ?? 0, message: "\(key) \(dir): \(problem)")
             }
         }
+        // The socket's directory, as binding it will check (a missing one is created).
+        if let socket = config.listen.unix {
+            let dir = HTTPServer.socketDirectory(of: socket)
+            var st = stat()
+            let problem = stat(dir, &st) == 0 ? HTTPServer.socketDirectoryProblem(dir) : writeProblem(dir)
+            if let problem {
+                throw ConfigError(file: path, line: lines["listen.unix"] ?? 0, message: "listen.unix \(socket): \(problem)")
+            }
+        }
         return config
     }
 

@@ -133,24 +133,42 @@ final class HTTPServer {
     /// anyone who can write there could replace the socket and read every SDK's token. A
     /// missing directory (one level) is created 0750.
     static func checkSocketDirectory(of path: String) throws(StartupError) {
-        var dir = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        if dir.isEmpty { dir = path.hasPrefix("/") ? "/" : "." }
+        let dir = socketDirectory(of: path)
         var st = stat()
         if stat(dir, &st) != 0 {
-            guard errno == ENOENT, mkdir(dir, 0o750) == 0, stat(dir, &st) == 0 else {
+            guard errno == ENOENT, mkdir(dir, 0o750) == 0 else {
                 throw StartupError("cannot listen on unix:\(path): directory \(dir): \(String(cString: strerror(errno)))")
             }
         }
-        guard (st.st_mode & S_IFMT) == S_IFDIR else {
-            throw StartupError("cannot listen on unix:\(path): \(dir) is not a directory")
-        }
+        if let problem = socketDirectoryProblem(dir) { throw StartupError("cannot listen on unix:\(path): \(problem)") }
+    }
+
+    /// The directory a socket path is in.
+    static func socketDirectory(of path: String) -> String {
+        let dir = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return dir.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : dir
+    }
+
+    /// Why this proxy may not put its socket in the existing directory `dir`: whoever else can
+    /// write there could put a socket of their own in its place and read the SDKs' tokens.
+    static func socketDirectoryProblem(_ dir: String) -> String? {
+        var st = stat()
+        guard stat(dir, &st) == 0 else { return "directory \(dir): \(String(cString: strerror(errno)))" }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { return "\(dir) is not a directory" }
+        let mode = String(st.st_mode & 0o7777, radix: 8)
         if st.st_mode & S_IWOTH != 0 {
-            throw StartupError("cannot listen on unix:\(path): directory \(dir) is writable by every user (mode "
-                + String(st.st_mode & 0o7777, radix: 8) + "); put the socket in a directory only this user can write, such as a subdirectory the proxy creates")
+            return "directory \(dir) is writable by every user (mode \(mode)); put the socket in a directory only this user can write, such as a subdirectory the proxy creates"
         }
         guard st.st_uid == geteuid() || st.st_uid == 0 else {
-            throw StartupError("cannot listen on unix:\(path): directory \(dir) belongs to another user (uid \(st.st_uid))")
+            return "directory \(dir) belongs to another user (uid \(st.st_uid))"
         }
+        guard access(dir, W_OK | X_OK) == 0 else {
+            // What a hostPath directory the kubelet made looks like (root, 0755) to a proxy that
+            // does not run as root.
+            return "directory \(dir) (owner uid \(st.st_uid), mode \(mode)) does not let this proxy (uid \(geteuid())) "
+                + "create its socket; make it the proxy's (chown \(geteuid()) \(dir); the DaemonSet's init container does this)"
+        }
+        return nil
     }
 
     private static func socketAnswers(_ path: String) -> Bool {

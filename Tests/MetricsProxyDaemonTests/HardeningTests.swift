@@ -299,6 +299,48 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(proxy.waitForExit(), 0)
     }
 
+    /// A socket directory owned by root, 0755 (what the kubelet makes of a hostPath), passes
+    /// the ownership rule but a proxy that is not root cannot create its socket there: both the
+    /// start and `--check-config` say so, naming the owner, the mode and the fix, not just
+    /// "Permission denied".
+    func testASocketDirectoryTheProxyCannotWriteIsNamedWithItsFix() throws {
+        XCTAssertEqual(geteuid(), 0, "making a root-owned directory for another user needs root (CI runs as root)")
+        let dir = Paths.tempDir("sockdir-root")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let rootOwned = dir.appendingPathComponent("run")
+        try FileManager.default.createDirectory(at: rootOwned, withIntermediateDirectories: false)
+        chmod(rootOwned.path, 0o755)
+        chmod(dir.path, 0o755)
+        let spool = dir.appendingPathComponent("spool")
+        try FileManager.default.createDirectory(at: spool, withIntermediateDirectories: false)
+        chown(spool.path, 65534, 65534)
+        let config = dir.appendingPathComponent("proxy.conf")
+        try "[listen]\ntcp = off\nunix = \(rootOwned.path)/proxy.sock\n[spool]\ndir = \(spool.path)\n".write(to: config, atomically: true, encoding: .utf8)
+        chmod(config.path, 0o644)
+        func asNobody(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            p.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", Paths.binary.path] + arguments
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, text)
+        }
+        let fix = "does not let this proxy (uid 65534) create its socket; make it the proxy's (chown 65534 \(rootOwned.path)"
+        let started = try asNobody(["--config", config.path])
+        XCTAssertEqual(started.status, 2, started.stderr)
+        XCTAssertTrue(started.stderr.contains("owner uid 0, mode 755") && started.stderr.contains(fix), started.stderr)
+        let checked = try asNobody(["--check-config", "--config", config.path])
+        XCTAssertNotEqual(checked.status, 0)
+        XCTAssertTrue(checked.stderr.contains("\(config.path):3: listen.unix") && checked.stderr.contains(fix), checked.stderr)
+        // Made the proxy's, both pass.
+        chown(rootOwned.path, 65534, 65534)
+        XCTAssertEqual(try asNobody(["--check-config", "--config", config.path]).status, 0)
+    }
+
     func testInstancesCountAgainstTheKeyCap() throws {
         let upstream = try FakeUpstream()
         let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "1h", extra: "[limits]\nmax_keys = 3"))
