@@ -178,6 +178,7 @@ public final class Daemon {
                                             instancesRemembered: window.registry.count,
                                             impactSeries: window.impact.keyCount, impactDropped: durable.ingest.impactDropped)
             gauges.duplicateBatches = durable.ingest.duplicateBatches
+            gauges.bulkDropped = durable.ingest.bulkDropped
             if let j = durable.journal {
                 gauges.journal = .init(bytes: j.bytes, records: j.records, appendFailures: durable.ingest.journalFailures,
                                        checkpoints: durable.checkpoints,

@@ -149,6 +149,10 @@ final class TierTests: XCTestCase {
         XCTAssertEqual(error["name"] as? String, "ValidationError")
         XCTAssertEqual((error["details"] as? [[String: Any]])?.first?["path"] as? String, "/body/metrics/0/variants")
         XCTAssertEqual(try proxy.tcp().request("GET", "/api/client/metrics/bulk").status, 405)
+        // What goes no further is counted: the development entry, and Edge's seenTokens (the refused post counts nothing).
+        let m = try scrape(proxy)
+        XCTAssertEqual(value(m, "metrics_proxy_bulk_dropped_total", ["reason": "environment"]), 1)
+        XCTAssertEqual(value(m, "metrics_proxy_bulk_dropped_total", ["reason": "seen_tokens"]), 1)
 
         try waitFor("the bulk post upstream", timeout: 10) { !(try upstream.requests(path: "/api/client/metrics/bulk")).isEmpty }
         let requests = try upstream.requests(path: "/api/client/metrics/bulk")

@@ -43,6 +43,9 @@ public struct BulkPost: Sendable, Equatable {
     public var applications: [Application] = []
     public var metrics: [Entry] = []
     public var impact = ImpactMetrics()
+    /// How many `seenTokens` the sender listed (Unleash Edge: the tokens its SDKs used). Not
+    /// kept: they are secrets, and the proxy does not forward them (counted on /metrics).
+    public var seenTokens = 0
 }
 
 public enum BulkPostDecoder {
@@ -86,8 +89,11 @@ extension Decoding {
             } else if keyIs(key, "impactMetrics") {
                 post.impact = try impactMetrics()
             } else if keyIs(key, "seenTokens") {
-                // Edge's list of tokens its SDKs used; the server marks them seen. Not kept.
-                try array("/body/seenTokens") { d, i throws(DecodeStop) in _ = try d.string("/body/seenTokens/\(i)") }
+                // Edge's list of tokens its SDKs used; the server marks them seen.
+                try array("/body/seenTokens") { d, i throws(DecodeStop) in
+                    _ = try d.string("/body/seenTokens/\(i)")
+                    post.seenTokens += 1
+                }
             } else {
                 try run { s throws(JSONSyntaxError) in try s.skipValue() }
             }

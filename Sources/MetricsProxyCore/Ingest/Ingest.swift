@@ -72,6 +72,10 @@ public struct Ingest {
     public internal(set) var recentBatches = RecentBatches()
     /// Resent batches answered 202 again without a second merge.
     public private(set) var duplicateBatches = 0
+    /// What accepted bulk posts carried that goes no further, by reason: `environment` (entries
+    /// for another environment than the token's, which the server drops too), `seen_tokens`
+    /// (Edge's list of tokens seen, not forwarded).
+    public private(set) var bulkDropped: [String: Int] = [:]
     /// The fast path's scratch space, reused for every post (its lists are classes: a copy of
     /// `Ingest` shares them, so one `Ingest` serves one loop). Nil when the fast path is off.
     private var scratch: FastPost?
@@ -169,6 +173,10 @@ public struct Ingest {
             if window.wouldExceed(maxKeys, bulk: post, token: token, environment: environment, now: now) { return windowFull }
             if let journal, let failed = record(kind, token, headers, body, now, journal, batch, header) { return failed }
             let dropped = window.merge(post, token: token, environment: environment, now: now)
+            if let environment {
+                bulkDropped["environment", default: 0] += post.metrics.reduce(0) { $0 + ($1.environment == environment ? 0 : 1) }
+            }
+            bulkDropped["seen_tokens", default: 0] += post.seenTokens
             impactDropped.merge(post.impact.dropped, uniquingKeysWith: +)
             impactDropped.merge(dropped, uniquingKeysWith: +)
             return .accepted

@@ -54,6 +54,8 @@ public struct SelfMetrics: Sendable {
         public var impactDropped: [ImpactDrop: Int]
         /// Batches another proxy resent that were answered 202 again, not merged twice.
         public var duplicateBatches = 0
+        /// What accepted bulk posts carried that goes no further, by reason (`Ingest.bulkDropped`).
+        public var bulkDropped: [String: Int] = [:]
         /// The open window's journal: bytes and records; appends that failed (answered 503),
         /// checkpoints written; the fsync thread's latencies. Nil when the journal is off.
         public var journal: Journal?
@@ -113,6 +115,11 @@ public struct SelfMetrics: Sendable {
         family("metrics_proxy_duplicate_batches_total", "counter",
                "Batches another metrics-proxy resent (its answer lost) that were answered 202 again without a second merge.")
         sample("metrics_proxy_duplicate_batches_total", Double(g.duplicateBatches))
+        family("metrics_proxy_bulk_dropped_total", "counter",
+               "What accepted bulk posts carried that goes no further: entries for another environment than the token's (the server drops them too), seenTokens (not forwarded).")
+        for reason in ["environment", "seen_tokens"] {
+            sample("metrics_proxy_bulk_dropped_total", [("reason", reason)], Double(g.bulkDropped[reason] ?? 0))
+        }
         family("metrics_proxy_post_bytes_total", "counter", "Bytes of metric post bodies received.")
         sample("metrics_proxy_post_bytes_total", Double(postBytes))
         family("metrics_proxy_connections", "gauge", "Client connections open.")
