@@ -61,8 +61,11 @@ final class TierTests: XCTestCase {
             }
             posting.leave()
         }.start()
-        // The middle tier dies with SIGKILL while posts and batches flow, and comes back at once.
-        usleep(2_500_000)
+        // The middle tier dies with SIGKILL while posts and batches flow, once it has taken a few
+        // sidecar batches (so its journal holds acknowledged ones), and comes back at once.
+        try waitFor("the middle tier to take sidecar batches") {
+            (value(try scrape(killed), "metrics_proxy_posts_total", ["code": "202"]) ?? 0) >= 4
+        }
         killed.signal(SIGKILL)
         _ = killed.waitForExit()
         // Its spool and journal are in the killed one's directory, kept until the test ends.
