@@ -152,8 +152,7 @@ public final class Daemon {
         case .bulk: ingest(req, .bulk)
         case .register where config.upstream.mode == .metrics, .forward:
             if req.header(ProxyIdentity.header) == instanceId {
-                refuseLoop(req, ErrorBody.message("metrics-proxy \(instanceId) received its own forwarded request back: "
-                    + "its upstream leads back to itself; point [upstream] url at another proxy or at Unleash"))
+                refuseLoop(req, Ingest.loopBody(instanceId: instanceId, via: "its \(ProxyIdentity.header) header"))
                 return
             }
             // Single-app mode sends no applications[]: registrations go upstream as they are.

@@ -159,10 +159,8 @@ extension Decoding {
             }
         }
         guard isObject else { return nil }
-        for (seen, name) in [(sawAppName, "appName"), (sawInstanceId, "instanceId"), (sawEnvironment, "environment")] where !seen {
-            if before == nil { failure = .required("\(path)/\(name)") }
-            return nil
-        }
+        guard present([(sawAppName, "appName"), (sawInstanceId, "instanceId"), (sawEnvironment, "environment")], at: path,
+                      failureBefore: before) else { return nil }
         guard failure == nil, let appName, let instanceId, let environment else { return nil }
         // The handler's Joi check (`clientRegisterSchema`), skipped only for a frontend SDK that
         // names its version.
@@ -204,8 +202,7 @@ extension Decoding {
                 else if d.keyIs(key, "instanceId") { sawInstanceId = true; instanceId = try d.string("\(path)/\(i)/instanceId") }
                 else { try d.run { s throws(JSONSyntaxError) in try s.skipValue() } }
             }) else { return }
-            if !sawAppName, before == nil { d.failure = .required("\(path)/\(i)/appName"); return }
-            if !sawInstanceId, before == nil { d.failure = .required("\(path)/\(i)/instanceId"); return }
+            guard d.present([(sawAppName, "appName"), (sawInstanceId, "instanceId")], at: "\(path)/\(i)", failureBefore: before) else { return }
             if let appName, let instanceId { out.append(BulkPost.Via(appName: appName, instanceId: instanceId)) }
         }
         return failure == nil ? out : nil
@@ -235,10 +232,8 @@ extension Decoding {
             }
         }
         guard isObject else { return nil }
-        for (seen, name) in [(sawFeature, "featureName"), (sawAppName, "appName"), (sawEnvironment, "environment")] where !seen {
-            if before == nil { failure = .required("\(path)/\(name)") }
-            return nil
-        }
+        guard present([(sawFeature, "featureName"), (sawAppName, "appName"), (sawEnvironment, "environment")], at: path,
+                      failureBefore: before) else { return nil }
         guard failure == nil, let featureName, let appName, let environment else { return nil }
         // The handler's Joi check (`clientMetricsEnvBulkSchema`): a feature name may be empty.
         guard !appName.isEmpty else { record(.invalid("\(path)/appName", "must not be empty", sent: "\"\"")); return nil }

@@ -127,6 +127,15 @@ struct Decoding {
         }
     }
 
+    /// Ajv checks `required` before an object's properties: records the first member missing
+    /// from the object read at `path` (unless a failure came before it, `failureBefore`), and
+    /// tells whether every one was there.
+    mutating func present(_ members: [(seen: Bool, name: String)], at path: String, failureBefore: ValidationFailure?) -> Bool {
+        guard let missing = members.first(where: { !$0.seen }) else { return true }
+        if failureBefore == nil { failure = .required("\(path)/\(missing.name)") }
+        return false
+    }
+
     func keyIs(_ key: (raw: Slice<UnsafeBufferPointer<UInt8>>, escaped: Bool), _ name: StaticString) -> Bool {
         if !key.escaped { return key.raw.equals(name) }
         return JSONScanner.unescape(key.raw) == name.description

@@ -91,8 +91,7 @@ extension Decoding {
             else { try run { s throws(JSONSyntaxError) in try s.skipValue() } }
         }
         // `required` is checked before the properties inside the bucket too.
-        for (seen, name) in [(sawStart, "start"), (sawStop, "stop"), (sawToggles, "toggles")] where !seen {
-            if failureBefore == nil { failure = .required("\(path)/\(name)") }
+        guard present([(sawStart, "start"), (sawStop, "stop"), (sawToggles, "toggles")], at: path, failureBefore: failureBefore) else {
             return nil
         }
         guard let start, let stop, let toggles else { return nil }

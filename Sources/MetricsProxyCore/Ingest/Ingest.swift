@@ -185,9 +185,12 @@ public struct Ingest {
         }
     }
 
-    private func loop(via: String) -> Answer {
-        .loop(body: ErrorBody.message("metrics-proxy \(instanceId ?? "") received its own traffic back (\(via) names it): "
-            + "its upstream leads back to itself; point [upstream] url at another proxy or at Unleash"))
+    private func loop(via: String) -> Answer { .loop(body: Self.loopBody(instanceId: instanceId ?? "", via: via)) }
+
+    /// The 508's body: the proxy met its own traffic, found by `via`.
+    public static func loopBody(instanceId: String, via: String) -> [UInt8] {
+        ErrorBody.message("metrics-proxy \(instanceId) received its own traffic back (\(via) names it): "
+            + "its upstream leads back to itself; point [upstream] url at another proxy or at Unleash")
     }
 
     /// `accept` on a body held in an array (tests, fuzzers).

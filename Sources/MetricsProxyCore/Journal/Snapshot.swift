@@ -7,12 +7,14 @@ enum Snapshot {
         var out: [JournalRecord] = []
         let json = Ingest.Headers(contentType: "application/json")
         let instances = window.instances.sorted { ($0.key.token, $0.key.appName, $0.key.instanceId) < ($1.key.token, $1.key.appName, $1.key.instanceId) }
-        // Instances another proxy or Edge relayed keep their sender's fields in a bulk post.
+        // Instances another proxy or Edge relayed keep their sender's fields in a bulk post: the
+        // `applications[]` entry this proxy would send, without itself in `connectVia`.
+        let asSent = BatchBuilder(mode: .bulk, maxBody: Int.max / 4)
         var relayed: [String: [UInt8]] = [:]
         for (key, i) in instances {
             if let r = i.relayed {
                 relayed[key.token, default: []] += (relayed[key.token] == nil ? [] : [UInt8(ascii: ",")])
-                    + relayedJSON(key, i, r)
+                    + asSent.applicationJSON(key, i, environment: r.environment)
                 continue
             }
             var w = JSONWriter(capacity: 256)
@@ -51,29 +53,5 @@ enum Snapshot {
             }
         }
         return out
-    }
-
-    /// An `applications[]` entry that replays to the same instance.
-    private static func relayedJSON(_ key: Window.InstanceKey, _ i: Window.Instance, _ r: Window.Relayed) -> [UInt8] {
-        var w = JSONWriter(capacity: 256)
-        w.beginObject()
-        w.key("appName"); w.string(key.appName)
-        w.key("instanceId"); w.string(key.instanceId)
-        w.key("environment"); w.string(r.environment)
-        if let interval = i.interval { w.key("interval"); w.double(interval) }
-        w.key("started"); w.string(Timestamp.iso8601(i.started))
-        w.key("strategies"); w.beginArray(); for s in i.strategies { w.string(s) }; w.endArray()
-        if let t = r.sdkType { w.key("sdkType"); w.string(t) }
-        if let projects = r.projects { w.key("projects"); w.beginArray(); for p in projects { w.string(p) }; w.endArray() }
-        w.key("connectVia"); w.beginArray()
-        for v in r.connectVia {
-            w.beginObject(); w.key("appName"); w.string(v.appName); w.key("instanceId"); w.string(v.instanceId); w.endObject()
-        }
-        w.endArray()
-        for field in SDKField.all {
-            if let value = i.sdk[field] { w.key(field.name); w.string(value) }
-        }
-        w.endObject()
-        return w.bytes
     }
 }

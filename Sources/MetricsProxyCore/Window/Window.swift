@@ -281,12 +281,6 @@ extension Window {
         b.metrics.filter { e in (environment == nil || e.environment == environment) && (e.yes != 0 || e.no != 0) }
     }
 
-    /// The appName a bulk post's impact metrics are filed under. The bulk body names none (the
-    /// SDKs' own `appName` label stays in each sample), and the server keys a series by its
-    /// labels alone: one name for every sender merges the same labels from any of them into
-    /// one series, where an appName per sender would send them in bodies of their own.
-    static func impactAppName(_ b: BulkPost) -> String { ProxyName.appName }
-
     /// Whether merging a bulk post would take the window past `maxKeys` (flag keys, impact
     /// series and instances).
     func wouldExceed(_ maxKeys: Int, bulk b: BulkPost, token: String, environment: String?, now: Int64) -> Bool {
@@ -294,7 +288,7 @@ extension Window {
             .filter { instances[$0] == nil }.count
         if newInstances > 0, instances.count + newInstances > maxKeys { return true }
         let kept = Self.kept(b, environment: environment)
-        let impactKeys = newImpactKeys(b.impact.metrics, token: token, appName: Self.impactAppName(b), flagKeys: kept.count, maxKeys: maxKeys)
+        let impactKeys = newImpactKeys(b.impact.metrics, token: token, appName: ProxyName.appName, flagKeys: kept.count, maxKeys: maxKeys)
         guard keyCount + impactKeys + kept.count > maxKeys else { return false }
         var new = Set<String>()
         for e in kept {
@@ -328,7 +322,11 @@ extension Window {
             apply(&groups[key, default: Group(start: at, stop: at)])
             if added { flagKeys += 1 }
         }
-        return b.impact.metrics.isEmpty ? [:] : impact.merge(b.impact.metrics, token: token, appName: Self.impactAppName(b))
+        // Filed under `metrics-proxy`: the bulk body names no appName (the SDKs' own `appName`
+        // label stays in each sample), and the server keys a series by its labels alone. One
+        // name for every sender merges the same labels from any of them into one series, where
+        // an appName per sender would send them in bodies of their own.
+        return b.impact.metrics.isEmpty ? [:] : impact.merge(b.impact.metrics, token: token, appName: ProxyName.appName)
     }
 }
 
