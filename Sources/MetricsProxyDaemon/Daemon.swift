@@ -17,6 +17,7 @@ public final class Daemon {
     /// The open window with its journal: the one way a post gets in.
     private let durable: DurableWindow
     private let syncer: JournalSyncer?
+    private var retireFailuresLogged = 0
     private var builder: BatchBuilder
     private var client: UpstreamClient
     private var windowSequence: UInt64 = 0
@@ -65,9 +66,11 @@ public final class Daemon {
         let journal = config.journalDir.map { Journal(dir: $0, fs: PosixFileSystem(), maxSize: config.journal.maxSize) }
         durable = DurableWindow(config: config, journal: journal, opened: nowMillis())
         durable.identify(as: instanceId)
-        if let journal, let every = config.journal.fsync {
-            let syncer = JournalSyncer(intervalMillis: every.milliseconds)
-            journal.onDescriptorChange = { syncer.track($0) }
+        if let journal {
+            let syncer = JournalSyncer(intervalMillis: config.journal.fsync?.milliseconds)
+            let dir = journal.dir
+            journal.onDescriptorChange = { syncer.track($0, dir: dir) }
+            journal.retirer = syncer
             self.syncer = syncer
         } else {
             syncer = nil
@@ -270,6 +273,11 @@ public final class Daemon {
         case .success(true):
             log.info("journal checkpoint", [("bytes", "\(durable.journal!.bytes)"), ("keys", "\(durable.window.keyCount)"),
                                             ("ms", "\(monotonicMillis() - started)")])
+            if let failures = syncer?.retireFailures, failures > retireFailuresLogged {
+                retireFailuresLogged = failures
+                log.error("journal segments a checkpoint replaced could not be removed yet; retried every second, and removed with the window at the latest",
+                          [("dir", durable.journal!.dir)])
+            }
         case .success(false): break
         case .failure(let e):
             // The journal goes on growing; the next post tries again.

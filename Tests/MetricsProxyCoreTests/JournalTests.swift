@@ -257,15 +257,63 @@ final class JournalTests: XCTestCase {
         XCTAssertEqual(w.skipped, [1])
     }
 
+    /// With a retirer (the daemon's fsync thread), a checkpoint leaves the segments it replaced
+    /// to it. Until they are gone, the next checkpoint names them again and a window close
+    /// hands them over with its own, so a restart in between never counts them beside the
+    /// checkpoint; once the retirer is done they are forgotten.
+    func testReplacedSegmentsStayNamedUntilTheRetirerRemovesThem() throws {
+        let fs = ScriptedFileSystem()
+        let journal = Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20)
+        let retirer = HeldRetirer(fs, when: .never)
+        journal.retirer = retirer
+        let d = DurableWindow(config: config, journal: journal, opened: Self.now)
+        _ = try d.recover(spool: Self.spool(fs), config: config)
+        func post(_ flag: String) {
+            // Enough posts that the journal is twice the last checkpoint: the next one is due.
+            for _ in 0..<20 { XCTAssertEqual(d.accept(.metrics, headers: json, body: Self.post([flag]), now: Self.now), .accepted) }
+        }
+        func checkpoint() throws -> [UInt64] {
+            journal.maxSize = 1
+            guard case .success(true) = d.checkpointIfDue(now: Self.now) else { XCTFail("no checkpoint"); return [] }
+            journal.maxSize = 1 << 20
+            return try XCTUnwrap(JournalReader.checkpoint(in: fs.files[journal.path(journal.current)]!)).supersedes
+        }
+        func restartCounts() throws -> [String: Int] {
+            let again = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: ScriptedFileSystem(copying: fs), maxSize: 1 << 20), opened: Self.now)
+            _ = try again.recover(spool: Self.spool(ScriptedFileSystem(copying: fs)), config: config)
+            return Self.counts(again.window)
+        }
+        post("a")
+        XCTAssertEqual(try checkpoint(), [1])
+        XCTAssertNotNil(fs.files[journal.path(1)], "removed only by the retirer")
+        XCTAssertEqual(retirer.held.map(\.id), [2])
+        XCTAssertEqual(try restartCounts(), ["a": 20])
+        post("b")
+        XCTAssertEqual(try checkpoint(), [1, 2], "segment 1 is not removed yet: named again")
+        XCTAssertEqual(try restartCounts(), ["a": 20, "b": 20])
+        retirer.runHeld()
+        XCTAssertNil(fs.files[journal.path(1)])
+        XCTAssertNil(fs.files[journal.path(2)])
+        XCTAssertEqual(retirer.retiredThrough, 3)
+        post("c")
+        XCTAssertEqual(try checkpoint(), [3], "removed segments are forgotten")
+        // A window close hands over what the retirer has not removed yet, with the window.
+        let (batches, _, _) = d.close(now: Self.now + 1, sequence: 1, builder: BatchBuilder(mode: .bulk, maxBody: 1 << 20), config: config)
+        XCTAssertEqual(batches.first?.journal, [3, 4])
+        XCTAssertEqual(try restartCounts(), ["a": 20, "b": 20, "c": 20], "nothing spooled yet: the journal has it all")
+    }
+
     // MARK: crash points
 
     /// One run of a proxy's life on `fs`: start (spool, then journal replay), twelve posts of
     /// a flag each under two tokens, a checkpoint after the fifth, a window close (its two
     /// batches spooled, then the journal cut) after the eighth. It stops where the disk dies. Returns the flags answered
     /// 202, and the one whose answer was being decided when it died.
-    func life(_ fs: ScriptedFileSystem, run: Int) -> (acknowledged: [String], unanswered: String?) {
+    func life(_ fs: ScriptedFileSystem, run: Int, retiring: HeldRetirer.When? = nil) -> (acknowledged: [String], unanswered: String?) {
         var acknowledged: [String] = []
         let journal = Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20)
+        let retirer = retiring.map { HeldRetirer(fs, when: $0) }
+        journal.retirer = retirer
         let spool = Spool(dir: "/s", fs: fs, maxSize: 1 << 30, maxAgeMillis: .max)
         let d = DurableWindow(config: config, journal: journal, opened: Self.now)
         do {
@@ -285,6 +333,10 @@ final class JournalTests: XCTestCase {
                 journal.maxSize = 1
                 _ = d.checkpointIfDue(now: Self.now)
                 journal.maxSize = 1 << 20
+            }
+            if let retirer, retirer.when == .atOnce && i == 4 || retirer.when == .beforeTheClose && i == 6
+                || retirer.when == .afterTheClose && i == 9 {
+                retirer.runHeld()
             }
             if i == 7 {
                 let (batches, _, _) = d.close(now: Self.now + 1, sequence: UInt64(100 + run), builder: BatchBuilder(mode: .bulk, maxBody: 1 << 20),
@@ -317,9 +369,22 @@ final class JournalTests: XCTestCase {
     }
 
     func testEveryCrashPointLosesNothingAcknowledgedAndCountsNothingTwice() throws {
+        try everyCrashPoint(retiring: nil)
+    }
+
+    /// The same, with the segments a checkpoint replaced removed later, on another thread (as
+    /// the daemon does): at once, before the window closes, after it, or never (the process
+    /// dies first). A crash may also fall inside that removal.
+    func testEveryCrashPointWithCheckpointsRetiredOffTheLoop() throws {
+        for when in [HeldRetirer.When.atOnce, .beforeTheClose, .afterTheClose, .never] {
+            try everyCrashPoint(retiring: when)
+        }
+    }
+
+    func everyCrashPoint(retiring: HeldRetirer.When?) throws {
         // How many changes to the disk a life makes without a crash.
         let clean = ScriptedFileSystem()
-        let all = life(clean, run: 0).acknowledged
+        let all = life(clean, run: 0, retiring: retiring).acknowledged
         XCTAssertEqual(all.count, 12)
         let changes = clean.changes
         XCTAssertEqual(try restart(clean), Dictionary(uniqueKeysWithValues: all.map { ($0, 1) }))
@@ -331,14 +396,14 @@ final class JournalTests: XCTestCase {
             for recoveryCrash in [nil, 1, 2, 3, 4, 5] as [Int?] {
                 let fs = ScriptedFileSystem()
                 fs.crashAt = crashAt
-                let first = life(fs, run: 1)
+                let first = life(fs, run: 1, retiring: retiring)
                 XCTAssertTrue(fs.crashed, "crash point \(crashAt)")
                 if let k = recoveryCrash, try restart(fs, crashingAt: k) != nil { continue } // got through: nothing to add
                 fs.revive()
-                let second = life(fs, run: 2)
+                let second = life(fs, run: 2, retiring: retiring)
                 let found = try XCTUnwrap(try restart(fs))
                 for flag in first.acknowledged + second.acknowledged {
-                    XCTAssertEqual(found[flag], 1, "crash at change \(crashAt), restart crash \(String(describing: recoveryCrash)): \(flag)")
+                    XCTAssertEqual(found[flag], 1, "crash at change \(crashAt), restart crash \(String(describing: recoveryCrash)), retiring \(String(describing: retiring)): \(flag)")
                 }
                 if let u = first.unanswered { XCTAssertLessThanOrEqual(found[u] ?? 0, 1, "unanswered \(u), crash at \(crashAt)") }
                 let known = Set(first.acknowledged + second.acknowledged + [first.unanswered].compactMap { $0 })
@@ -363,5 +428,41 @@ enum ImpactCounts {
             }
         }
         return out.sorted()
+    }
+}
+
+/// The daemon's retirer, in step with the test: it holds each checkpoint's removal until
+/// `runHeld`, then does what `JournalSyncer` does, through the scripted disk (where a crash
+/// can fall inside it). A checkpoint already gone was handed over with its window: its
+/// segments go too.
+final class HeldRetirer: SegmentRetirer {
+    enum When { case atOnce, beforeTheClose, afterTheClose, never }
+    let fs: ScriptedFileSystem
+    let when: When
+    private(set) var held: [(id: UInt64, segments: [String], checkpoint: String, dir: String)] = []
+    private(set) var retiredThrough: UInt64 = 0
+
+    init(_ fs: ScriptedFileSystem, when: When) {
+        self.fs = fs
+        self.when = when
+    }
+
+    func retire(_ segments: [String], after checkpoint: String, dir: String, id: UInt64) {
+        held.append((id, segments, checkpoint, dir))
+    }
+
+    func runHeld() {
+        while let job = held.first {
+            do throws(FSError) {
+                if fs.files[job.checkpoint] != nil { try fs.syncDirectory(job.checkpoint) } // the checkpoint's fsync
+                try fs.syncDirectory(job.dir)
+                for s in job.segments { try fs.remove(s) }
+                try fs.syncDirectory(job.dir)
+            } catch {
+                return
+            }
+            retiredThrough = job.id
+            held.removeFirst()
+        }
     }
 }

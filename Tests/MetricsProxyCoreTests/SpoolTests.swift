@@ -22,6 +22,14 @@ final class ScriptedFileSystem: FileSystem {
     private var descriptors: [Int32: String] = [:]
     private var nextDescriptor: Int32 = 3
 
+    init() {}
+
+    /// What another process would find on this disk now.
+    init(copying other: ScriptedFileSystem) {
+        files = other.files
+        dirs = other.dirs
+    }
+
     /// A fresh process on the same disk.
     func revive() {
         crashed = false
@@ -94,6 +102,10 @@ final class ScriptedFileSystem: FileSystem {
         try change("write", file) { files[file, default: []] += all.prefix(all.count / 2) }
         if !appendFaults.isEmpty { throw FSError(code: appendFaults.removeFirst(), operation: "write", path: path) }
         files[file, default: []] += all
+    }
+    func sync(_ fd: Int32, path: String) throws(FSError) {
+        guard let file = descriptors[fd] else { throw FSError(code: EBADF, operation: "fsync", path: path) }
+        try change("fsync", file)
     }
     func truncate(_ fd: Int32, path: String, to size: Int) throws(FSError) {
         guard let file = descriptors[fd] else { throw FSError(code: EBADF, operation: "ftruncate", path: path) }

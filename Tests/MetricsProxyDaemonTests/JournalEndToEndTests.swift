@@ -98,6 +98,46 @@ final class JournalEndToEndTests: XCTestCase {
         XCTAssertEqual(try HardeningTests.upstreamCounts(upstream), ["a-rather-long-flag-name": 1, "another-long-flag-name": 2])
     }
 
+    /// Past `[journal] max_size` the window is checkpointed: the loop appends the snapshot and
+    /// the fsync thread removes the segments it replaced once it is on disk (with `fsync = off`
+    /// too). A kill -9 after two checkpoints still counts every post once.
+    func testCheckpointsKeepTheJournalSmallAndAKillAfterThemCountsEachPostOnce() throws {
+        for fsync in ["1s", "off"] {
+            let upstream = try FakeUpstream()
+            let spool = Paths.tempDir("checkpoints").path
+            let config = testConfig(upstream: upstream.url, interval: "1h", extra: "[journal]\nmax_size = 1MiB\nfsync = \(fsync)")
+            let first = try ProxyProcess(config: config, spoolDir: spool)
+            let c = first.tcp()
+            // A registration keeps its body whole in the journal: 4 KB a post fills it quickly.
+            let strategies = (0..<200).map { #""strategy-\#($0)""# }.joined(separator: ",")
+            let register = #"{"appName":"app","instanceId":"i","interval":15000,"started":"2026-11-28T10:00:00Z","strategies":[\#(strategies)]}"#
+            var posted = 0
+            while posted < 1500, !((try? first.tcp().request("GET", "/metrics").text) ?? "").contains("metrics_proxy_journal_checkpoints_total 2\n") {
+                for _ in 0..<50 {
+                    XCTAssertEqual(try c.post("/api/client/register", json: register, token: tokenA).status, 202)
+                    XCTAssertEqual(try c.post("/api/client/metrics", json: HardeningTests.post(#"{"k\#(posted)":{"yes":1,"no":0}}"#), token: tokenA).status, 202)
+                    posted += 1
+                }
+            }
+            let dir = spool + "/journal"
+            func segments() -> [String] {
+                ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".journal") }.sorted()
+            }
+            XCTAssertGreaterThan(posted, 200, "fsync \(fsync)")
+            waitFor("the replaced segments removed (fsync \(fsync)): \(segments())", timeout: 5) { segments().count == 1 }
+            XCTAssertTrue(first.log.contains("event=\"journal checkpoint\""), first.log)
+            first.signal(SIGKILL)
+            _ = first.waitForExit()
+            let second = try ProxyProcess(config: config, spoolDir: spool)
+            XCTAssertEqual(try second.tcp().post("/api/client/metrics", json: HardeningTests.post(#"{"after":{"yes":1,"no":0}}"#), token: tokenA).status, 202)
+            second.signal(SIGTERM)
+            XCTAssertEqual(second.waitForExit(), 0)
+            var expected = Dictionary(uniqueKeysWithValues: (0..<posted).map { ("k\($0)", 1) })
+            expected["after"] = 1
+            XCTAssertEqual(try HardeningTests.upstreamCounts(upstream), expected, "fsync \(fsync)")
+        }
+    }
+
     func testJournalOffKeepsNoFilesAndReportsNoJournal() throws {
         let upstream = try FakeUpstream()
         let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, interval: "1h", extra: "[journal]\ndir = off"))

@@ -3,8 +3,9 @@ import Glibc
 /// The journal on disk: a directory (0700) of segment files `<seq>.journal` (0600: they hold
 /// tokens), numbered in the order they were started. The open window's posts are in the last
 /// segments; a window close starts a new segment, and the closed window's segments are
-/// removed once its batches are in the spool. A checkpoint writes the open window whole into
-/// a new segment (`*.tmp`, fsync, rename), which then names the segments it replaces.
+/// removed once its batches are in the spool. A checkpoint writes the open window whole at the
+/// head of a new segment, which names the segments it replaces; they are removed once it is
+/// on disk (see `SegmentRetirer`). A checkpoint without its end marker is not replayed.
 public final class Journal {
     public let dir: String
     /// Past this many bytes in the open window's segments, the window is checkpointed.
@@ -24,6 +25,11 @@ public final class Journal {
     /// The current segment's tail could not be repaired after a failed append: the next
     /// append starts a new segment rather than write after a torn record.
     private var needsNewSegment = false
+    /// Segments a checkpoint replaced that the retirer may not have removed yet, and the
+    /// checkpoint that replaced each.
+    private var superseded: [(segment: UInt64, by: UInt64)] = []
+    /// See `SegmentRetirer`; nil: replaced segments are removed at once, on this thread.
+    public var retirer: SegmentRetirer?
     private var encoder = JournalEncoder()
     private let compact = CompactEncoder()
     /// Told the new descriptor whenever the segment being appended to changes (-1: none), for
@@ -98,7 +104,7 @@ public final class Journal {
                 do throws(FSError) { try fs.append(new, path: path(seq), m, UnsafeRawBufferPointer(start: nil, count: 0)) } catch { return error }
                 return nil
             }) { throw failure }
-            try fs.syncDirectory(dir)
+            if retirer == nil { try fs.syncDirectory(dir) }
         } catch {
             fs.closeFile(new)
             try? fs.remove(path(seq))
@@ -158,7 +164,10 @@ public final class Journal {
     /// which the caller removes once the window's batches are spooled, and the failure to
     /// start the new segment, if any (posts are then answered 503 until one starts).
     public func rotate() -> (closed: [UInt64], failure: FSError?) {
-        let closed = window
+        pruneSuperseded()
+        // Replaced segments not removed yet go with the window: the spool covers them now.
+        let closed = superseded.map(\.segment) + window
+        superseded = []
         window = []
         bytes = 0
         records = 0
@@ -173,37 +182,39 @@ public final class Journal {
     }
 
     /// Writes `snapshot` (the open window as posts) as a new segment that replaces the
-    /// window's segments, then removes them; new posts go after the snapshot.
+    /// window's segments; new posts go after the snapshot, in the same segment. The snapshot
+    /// is appended like any post (into the page cache: it survives the process at once), so
+    /// the caller's thread does no fsync. The replaced segments go only once the checkpoint is
+    /// on disk: at once through `fs` without a `retirer` (fsync of the checkpoint first), else
+    /// on the retirer's thread; until then every checkpoint and window close names them too, so
+    /// a crash before their removal never lets them count beside what replaced them.
     public func checkpoint(_ snapshot: [JournalRecord]) throws(FSError) {
+        pruneSuperseded()
         let seq = current + 1
+        let replaced = superseded.map(\.segment) + window
         var out = Array(JournalSegment.magic.utf8)
         var payload: [UInt8] = []
-        withUnsafeBytes(of: UInt32(window.count).littleEndian) { payload += $0 }
-        for s in window { withUnsafeBytes(of: s.littleEndian) { payload += $0 } }
+        withUnsafeBytes(of: UInt32(replaced.count).littleEndian) { payload += $0 }
+        for s in replaced { withUnsafeBytes(of: s.littleEndian) { payload += $0 } }
         out += JournalEncoder.encode(.checkpoint, payload: payload)
         for r in snapshot { out += JournalEncoder.encode(r) }
         out += JournalEncoder.encode(.checkpointEnd, payload: [])
-        let tmp = path(seq) + ".tmp"
+        let new = try fs.openAppend(path(seq), mode: 0o600, create: true)
         do throws(FSError) {
-            try fs.writeNew(tmp, out, mode: 0o600)
-            try fs.rename(tmp, path(seq))
-            try fs.syncDirectory(dir)
+            if let failure = out.withUnsafeBytes({ o -> FSError? in
+                do throws(FSError) { try fs.append(new, path: path(seq), o, UnsafeRawBufferPointer(start: nil, count: 0)) } catch { return error }
+                return nil
+            }) { throw failure }
+            if retirer == nil {
+                try fs.sync(new, path: path(seq))
+                try fs.syncDirectory(dir)
+            }
         } catch {
-            try? fs.remove(tmp)
+            fs.closeFile(new)
+            try? fs.remove(path(seq))
             throw error
         }
-        let new: Int32
-        do { new = try fs.openAppend(path(seq), mode: 0o600, create: false) } catch {
-            // The checkpoint stands for the window; posts wait for a segment they can go in.
-            let replaced = window
-            window = [seq]
-            current = seq
-            setDescriptor(-1)
-            needsNewSegment = true
-            try? remove(replaced)
-            throw error
-        }
-        let replaced = window
+        let old = window
         setDescriptor(new)
         compact.reset()
         currentPath = path(seq)
@@ -213,8 +224,32 @@ public final class Journal {
         bytes = out.count
         records = snapshot.count
         needsNewSegment = false
-        try remove(replaced)
+        if let retirer {
+            superseded += old.map { (segment: $0, by: seq) }
+            retirer.retire(old.map(path), after: path(seq), dir: dir, id: seq)
+        } else {
+            try remove(replaced)
+            superseded = []
+        }
     }
+
+    /// Forgets superseded segments the retirer has removed.
+    private func pruneSuperseded() {
+        guard let retirer, !superseded.isEmpty else { return }
+        let through = retirer.retiredThrough
+        superseded.removeAll { $0.by <= through }
+    }
+}
+
+/// Removes the segments a checkpoint replaced once the checkpoint and the directory are
+/// fsynced, on a thread of its own (the daemon's `JournalSyncer`), so the event loop never
+/// waits on the disk. With one, the journal also leaves the fsync of the directory after a
+/// new segment to it: it must come within the fsync interval.
+public protocol SegmentRetirer: AnyObject {
+    /// Called on the loop, in checkpoint order; `id` grows with each call.
+    func retire(_ segments: [String], after checkpoint: String, dir: String, id: UInt64)
+    /// The last `id` whose segments are removed (every earlier one's too).
+    var retiredThrough: UInt64 { get }
 }
 
 public enum JournalSegment {
