@@ -97,7 +97,7 @@ public final class Journal {
 
     private func startSegment() throws(FSError) {
         let seq = current + 1
-        let new = try fs.openAppend(path(seq), mode: 0o600, create: true)
+        let new = try fs.openAppend(path(seq), mode: 0o600)
         let magic = Array(JournalSegment.magic.utf8)
         do throws(FSError) {
             if let failure = magic.withUnsafeBytes({ m -> FSError? in
@@ -199,7 +199,7 @@ public final class Journal {
         out += JournalEncoder.encode(.checkpoint, payload: payload)
         for r in snapshot { out += JournalEncoder.encode(r) }
         out += JournalEncoder.encode(.checkpointEnd, payload: [])
-        let new = try fs.openAppend(path(seq), mode: 0o600, create: true)
+        let new = try fs.openAppend(path(seq), mode: 0o600)
         do throws(FSError) {
             if let failure = out.withUnsafeBytes({ o -> FSError? in
                 do throws(FSError) { try fs.append(new, path: path(seq), o, UnsafeRawBufferPointer(start: nil, count: 0)) } catch { return error }
