@@ -211,6 +211,28 @@ if len(everything) >= 2:
         runs = ", ".join(f"{v:.1f}" for v in costs[name])
         print(f"| {name} | {us[name]:.1f} ({runs}) | {us['baseline'] / us[name]:.2f} |")
     report["cpu_per_post_us"] = costs
+# 1c. Stalls: stretches of more than 0.5 ms in which no connection got an answer, under the
+# same load as wrk (two threads, 50 connections; Benchmarks/stalls.c), 6 s per server,
+# alternating rounds, medians. At saturation a p99 mostly measures how the scheduler shares
+# two cores between the server and the load; a stall of the server shows here.
+stalls = os.path.join(a.out, "stalls")
+bodies = os.path.join(a.bodies, "bodies-50.tsv")
+servers = [("baseline", base_port), ("proxy", proxy_port), ("proxy, journal off", nojournal_port)]
+found = {name: [] for name, _ in servers}
+for _ in range(ROUNDS):
+    for name, port in servers:
+        line = subprocess.run([stalls, str(port), "6", bodies], capture_output=True, text=True, check=True).stdout
+        found[name].append({k: float(v) for k, v in (kv.split("=") for kv in line.split())})
+print("\nStalls under the same load (Benchmarks/stalls.c, 6 s per server, median of "
+      f"{ROUNDS}): gaps are stretches in which no connection got an answer\n")
+print("| server | req/s | p50 ms | p99 ms | p99.9 ms | gaps > 0.5 ms | gaps > 1 ms | time in gaps ms |")
+print("|---|---|---|---|---|---|---|---|")
+for name, _ in servers:
+    m = {k: statistics.median(r[k] for r in found[name]) for k in found[name][0]}
+    print(f"| {name} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['p999_ms']:.2f} | "
+          f"{m['gaps_over_0.5ms']:.0f} | {m['gaps_over_1ms']:.0f} | {m['gap_ms']:.1f} |")
+report["stalls"] = found
+
 for b in (base, tuned):
     b.send_signal(signal.SIGTERM)
     b.wait()

@@ -12,5 +12,7 @@ out=Benchmarks/out
 mkdir -p "$out"
 swift build -c release --product metrics-proxy 2>&1 | tail -1
 cc -O2 -o "$out/baseline" Benchmarks/baseline.c $(pkg-config --cflags --libs libevent)
+cc -O2 -pthread -o "$out/stalls" Benchmarks/stalls.c
+cc -O2 -o "$out/append" Benchmarks/append.c
 python3 Benchmarks/bodies.py "$out" > "$out/bodies.txt"
 proxy_bin="$(swift build -c release --show-bin-path)/metrics-proxy"
