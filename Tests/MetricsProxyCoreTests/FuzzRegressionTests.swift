@@ -53,6 +53,7 @@ final class FuzzRegressionTests: XCTestCase {
             var posts = 0, checkpoints = 0
             let damage = JournalReader.read(all.first { $0.0.hasSuffix(name) }!.1) { item in
                 if case .post = item { posts += 1 }
+                if case .compact = item { posts += 1 }
                 if case .checkpoint(let s) = item { XCTAssertEqual(s, [1, 2]); checkpoints += 1 }
             }
             return (posts, checkpoints, damage)
@@ -82,5 +83,14 @@ final class FuzzRegressionTests: XCTestCase {
         XCTAssertEqual(window.impact.keyCount, 2)
         XCTAssertEqual(window.flagKeys, 1)
         XCTAssertEqual(items("torn.journal").damage?.reason, "torn record: 341 bytes announced")
+        // The seeds are of format 1 (zlib's CRC-32), still read; `-format2` is each of them in
+        // the format written now (CRC-32C), with the same records.
+        for name in ["posts", "checkpoint", "torn", "compact", "compact-impact"] {
+            let (one, two) = (items("/\(name).journal"), items("/\(name)-format2.journal"))
+            XCTAssertEqual(two.posts, one.posts, name)
+            XCTAssertEqual(two.checkpoints, one.checkpoints, name)
+            XCTAssertEqual(two.damage, one.damage, name)
+        }
+        XCTAssertEqual(Array(all.first { $0.0.hasSuffix("/posts-format2.journal") }!.1.prefix(24)), Array(JournalSegment.magic.utf8))
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import XCTest
 @testable import MetricsProxyCore
+import CZlib
 
 final class JournalTests: XCTestCase {
     static let token = "default:development.secret"
@@ -301,6 +302,61 @@ final class JournalTests: XCTestCase {
         let (batches, _, _) = d.close(now: Self.now + 1, sequence: 1, builder: BatchBuilder(mode: .bulk, maxBody: 1 << 20), config: config)
         XCTAssertEqual(batches.first?.journal, [3, 4])
         XCTAssertEqual(try restartCounts(), ["a": 20, "b": 20, "c": 20], "nothing spooled yet: the journal has it all")
+    }
+
+    // MARK: checksums
+
+    func testCRC32CMatchesItsDefinitionWithAndWithoutTheCPUInstruction() {
+        let check = Array("123456789".utf8)
+        XCTAssertEqual(mp_crc32c(0, check, check.count), 0xE306_9283) // the CRC-32C check value
+        XCTAssertEqual(mp_crc32c_portable(0, check, check.count), 0xE306_9283)
+        XCTAssertEqual(mp_crc32c_instruction(0, check, check.count), 0xE306_9283)
+        var rng = SystemRandomNumberGenerator()
+        for n in 0..<300 {
+            let bytes = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let whole = mp_crc32c_portable(0, bytes, n)
+            XCTAssertEqual(mp_crc32c(0, bytes, n), whole, "\(n) bytes")
+            let cut = n / 3
+            let chained = bytes.withUnsafeBytes { b in mp_crc32c(mp_crc32c(0, b.baseAddress, cut), b.baseAddress! + cut, n - cut) }
+            XCTAssertEqual(chained, whole, "\(n) bytes in two")
+        }
+    }
+
+    /// A proxy upgraded with a journal on disk replays it: a segment of format 1 (zlib's
+    /// CRC-32) reads as before, and its records under the format 2 line fail their checksum.
+    func testASegmentOfTheFirstFormatStillReplays() throws {
+        let fs = ScriptedFileSystem()
+        let journal = Journal(dir: "/s/journal", fs: fs, maxSize: 1 << 20)
+        let d = DurableWindow(config: config, journal: journal, opened: Self.now)
+        _ = try d.recover(spool: Self.spool(fs), config: config)
+        for f in ["a", "b", "a"] { XCTAssertEqual(d.accept(.metrics, headers: json, body: Self.post([f]), now: Self.now), .accepted) }
+        let gzipped = BodyInflater.gzip(Self.post(["z"]))
+        XCTAssertEqual(d.accept(.metrics, headers: Ingest.Headers(contentType: "application/json", contentEncoding: "gzip", authorization: Self.token),
+                                body: gzipped, now: Self.now), .accepted)
+        let format2 = try XCTUnwrap(fs.files[journal.path(1)])
+        // The same records, checksummed with CRC-32 under the first format's line.
+        var format1 = Array(JournalSegment.magicFormat1.utf8)
+        var at = JournalSegment.magic.utf8.count
+        while at + JournalRecord.frame <= format2.count {
+            let length = Int(format2[at]) | Int(format2[at + 1]) << 8 | Int(format2[at + 2]) << 16 | Int(format2[at + 3]) << 24
+            if length == 0 { break }
+            let payload = Array(format2[(at + JournalRecord.frame)..<(at + JournalRecord.frame + length)])
+            let sum = UInt32(truncatingIfNeeded: payload.withUnsafeBufferPointer { crc32(crc32(0, nil, 0), $0.baseAddress, UInt32(length)) })
+            format1 += Array(format2[at..<(at + 4)]) + withUnsafeBytes(of: sum.littleEndian, Array.init) + payload
+            at += JournalRecord.frame + length
+        }
+        XCTAssertGreaterThan(at, 100)
+        let old = ScriptedFileSystem()
+        old.files["/s/journal/00000000000000000001.journal"] = format1
+        let again = DurableWindow(config: config, journal: Journal(dir: "/s/journal", fs: old, maxSize: 1 << 20), opened: Self.now)
+        let r = try again.recover(spool: Self.spool(old), config: config)
+        XCTAssertEqual(r.records, 4)
+        XCTAssertEqual(r.damaged.count, 0)
+        XCTAssertEqual(Self.counts(again.window), ["a": 2, "b": 1, "z": 1])
+        // Under the format 2 line, the CRC-32 sums do not hold.
+        var mislabelled = format1
+        mislabelled.replaceSubrange(0..<JournalSegment.magic.utf8.count, with: Array(JournalSegment.magic.utf8))
+        XCTAssertEqual(JournalReader.read(mislabelled) { _ in true }?.reason, "checksum mismatch")
     }
 
     // MARK: crash points

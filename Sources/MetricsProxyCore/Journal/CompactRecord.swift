@@ -100,7 +100,7 @@ final class CompactEncoder {
             put(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(body)[r]))
         }
         let payload = count - JournalRecord.frame
-        let sum = UInt32(truncatingIfNeeded: crc32(crc32(0, nil, 0), base + JournalRecord.frame, UInt32(payload)))
+        let sum = mp_crc32c(0, base + JournalRecord.frame, payload)
         UnsafeMutableRawPointer(base).storeBytes(of: UInt32(payload).littleEndian, as: UInt32.self)
         UnsafeMutableRawPointer(base + 4).storeBytes(of: sum.littleEndian, as: UInt32.self)
     }

@@ -68,9 +68,9 @@ struct JournalEncoder {
         append32(UInt32(body.count))
         let payload = head.count - JournalRecord.frame + body.count
         store32(UInt32(payload), at: 0)
-        var c = head.withUnsafeBufferPointer { crc32(crc32(0, nil, 0), $0.baseAddress! + JournalRecord.frame, UInt32($0.count - JournalRecord.frame)) }
-        if body.count > 0 { c = crc32(c, body.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(body.count)) }
-        store32(UInt32(truncatingIfNeeded: c), at: 4)
+        var c = head.withUnsafeBufferPointer { mp_crc32c(0, $0.baseAddress! + JournalRecord.frame, $0.count - JournalRecord.frame) }
+        if body.count > 0 { c = mp_crc32c(c, body.baseAddress!, body.count) }
+        store32(c, at: 4)
     }
 
     /// A whole record of another type (checkpoint markers), frame included.
@@ -79,7 +79,7 @@ struct JournalEncoder {
         e.head.removeAll()
         let full = [type.rawValue] + payload
         e.append32(UInt32(full.count))
-        e.append32(UInt32(truncatingIfNeeded: full.withUnsafeBufferPointer { crc32(crc32(0, nil, 0), $0.baseAddress, UInt32($0.count)) }))
+        e.append32(full.withUnsafeBufferPointer { mp_crc32c(0, $0.baseAddress, $0.count) })
         return e.head + full
     }
 
@@ -167,9 +167,11 @@ public struct JournalReader {
     private static func frames(_ bytes: [UInt8], _ each: (_ start: Int, _ length: Int) -> Bool) -> Damage? {
         // A segment created but never written to (a crash right after its creation) holds nothing.
         if bytes.isEmpty { return nil }
-        let magic = Array(JournalSegment.magic.utf8)
-        guard bytes.count >= magic.count, bytes[..<magic.count].elementsEqual(magic) else {
-            return Damage(offset: 0, bytes: bytes.count, reason: "not a journal segment of this version")
+        // Format 1 (zlib's CRC-32) is still read: a proxy upgraded with a journal replays it.
+        let magic = Array(JournalSegment.magic.utf8), first = Array(JournalSegment.magicFormat1.utf8)
+        let format1 = bytes.count >= first.count && bytes[..<first.count].elementsEqual(first)
+        guard format1 || bytes.count >= magic.count && bytes[..<magic.count].elementsEqual(magic) else {
+            return Damage(offset: 0, bytes: bytes.count, reason: "not a journal segment of a known version")
         }
         var at = magic.count
         while at < bytes.count {
@@ -187,7 +189,10 @@ public struct JournalReader {
             guard length >= 1, length <= JournalRecord.maxPayload else { return damaged("record length \(length) out of range") }
             guard bytes.count - at - JournalRecord.frame >= length else { return damaged("torn record: \(length) bytes announced") }
             let start = at + JournalRecord.frame
-            let computed = bytes.withUnsafeBufferPointer { UInt32(truncatingIfNeeded: crc32(crc32(0, nil, 0), $0.baseAddress! + start, UInt32(length))) }
+            let computed = bytes.withUnsafeBufferPointer { b in
+                format1 ? UInt32(truncatingIfNeeded: crc32(crc32(0, nil, 0), b.baseAddress! + start, UInt32(length)))
+                    : mp_crc32c(0, b.baseAddress! + start, length)
+            }
             guard computed == sum else { return damaged("checksum mismatch") }
             guard each(start, length) else { return damaged("record does not parse") }
             at = start + length

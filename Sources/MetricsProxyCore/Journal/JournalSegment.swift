@@ -253,6 +253,8 @@ public protocol SegmentRetirer: AnyObject {
 }
 
 public enum JournalSegment {
-    /// The first line of every segment.
-    public static let magic = "metrics-proxy-journal 1\n"
+    /// The first line of every segment. Format 2 checksums its records with CRC-32C (the
+    /// CPU's crc32 instruction); format 1, which used zlib's CRC-32, is still read.
+    public static let magic = "metrics-proxy-journal 2\n"
+    public static let magicFormat1 = "metrics-proxy-journal 1\n"
 }
