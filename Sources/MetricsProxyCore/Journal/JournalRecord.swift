@@ -4,8 +4,8 @@ import CZlib
 /// merged — the kind, when it arrived, the token it was filed under, the request headers
 /// ingest read, and the body as received (gzip stays gzip).
 ///
-/// On disk a record is `length` (u32, little endian, of the payload), `crc32` (u32, of the
-/// payload), then the payload: a type byte, and for a post the kind, the arrival time (i64) and
+/// On disk a record is `length` (u32, little endian, of the payload), `crc32c` (u32, of the
+/// payload; zlib's CRC-32 in format 1), then the payload: a type byte, and for a post the kind, the arrival time (i64) and
 /// tagged fields, the body last. A checkpoint segment opens with a `checkpoint` record naming
 /// the segments it replaces and closes its snapshot with `checkpointEnd`.
 public struct JournalRecord: Sendable, Equatable {
