@@ -356,7 +356,7 @@ final class JournalTests: XCTestCase {
         // Under the format 2 line, the CRC-32 sums do not hold.
         var mislabelled = format1
         mislabelled.replaceSubrange(0..<JournalSegment.magic.utf8.count, with: Array(JournalSegment.magic.utf8))
-        XCTAssertEqual(JournalReader.read(mislabelled) { _ in true }?.reason, "checksum mismatch")
+        XCTAssertEqual(JournalReader.read(mislabelled) { _ in }?.reason, "checksum mismatch")
     }
 
     // MARK: crash points
