@@ -124,7 +124,7 @@ public final class PosixFileSystem: FileSystem {
     /// An append-only file written through a shared mapping: an append is a copy into the page
     /// cache, with no system call, and survives the process the moment the copy is done. The
     /// file grows in `chunk`s reserved with `posix_fallocate` (a full disk fails there, never as
-    /// a fault on a mapped page), so it may end in zeros until it is closed and trimmed.
+    /// a fault on a mapped page), so it ends in zeros, where readers stop.
     private final class Mapped {
         let base: UnsafeMutableRawPointer
         /// Bytes reserved (the file's size) and bytes written.
@@ -140,7 +140,8 @@ public final class PosixFileSystem: FileSystem {
         }
     }
 
-    /// Address space reserved per appended file: larger appends fall back to `writev`.
+    /// Address space reserved per appended file: an append past it fails (EFBIG). The journal's
+    /// checkpoints (`[journal] max_size`, at most 512 MiB) keep segments well below it.
     static let mappingSize = 1 << 30
     static let chunk = 1 << 20
     static let page = 4096
@@ -192,11 +193,11 @@ public final class PosixFileSystem: FileSystem {
                 m.released = done
             }
             // The next pages are put in the page cache by writing zeros over them, one call a
-            // step, before the copies below touch them: a write makes the pages
-            // without reading anything, and the copies then only map them. Faulting them in
-            // from the mapping made each page alone, reading it first: 1.1 ms a MiB against
-            // 0.3 (`Benchmarks/append.c`). Never past the page holding the file's end:
-            // beyond it the mapping has no file.
+            // step, before the copies below touch them: a write makes the pages without
+            // reading anything, and the copies then only map them. Faulting them in from the
+            // mapping made each page alone, reading it first: 1.1 ms a MiB against 0.3
+            // (`Benchmarks/append.c`). Never past the page holding the file's end: beyond it
+            // the mapping has no file.
             let end = min((m.reserved + Self.page - 1) & ~(Self.page - 1),
                           max(m.populated + Self.populateStep, (m.used + n + Self.page - 1) & ~(Self.page - 1)))
             var from = m.populated // past everything written: `populated` is never behind `used`
