@@ -23,6 +23,8 @@ final class JournalSyncer: SegmentRetirer, @unchecked Sendable {
     /// Set by the loop after each append (no lock on the loop's path), taken by the thread.
     private let dirty = Atomic<Bool>(false)
     private let done = Atomic<UInt64>(0)
+    /// Only its directory calls, which keep no state: safe on this thread.
+    private let disk = PosixFileSystem()
     private var latencies = Histogram(bounds: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
     private var thread = pthread_t()
 
@@ -112,7 +114,7 @@ final class JournalSyncer: SegmentRetirer, @unchecked Sendable {
                 pthread_mutex_unlock(&mutex)
             }
             // The new segment's name, after its first records: within the interval, as they.
-            if let newDirectory, intervalMillis != nil { _ = syncDirectory(newDirectory) }
+            if let newDirectory, intervalMillis != nil { try? disk.syncDirectory(newDirectory) }
             // In order: a job that fails stays first, and no later one is counted done.
             var finished = 0
             for job in pending {
@@ -138,15 +140,13 @@ final class JournalSyncer: SegmentRetirer, @unchecked Sendable {
         } else if errno != ENOENT {
             return false
         }
-        guard syncDirectory(job.dir) else { return false }
-        for s in job.segments where unlink(s) != 0 && errno != ENOENT { return false }
-        return syncDirectory(job.dir)
-    }
-
-    private func syncDirectory(_ dir: String) -> Bool {
-        let d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard d >= 0 else { return false }
-        defer { close(d) }
-        return fsync(d) == 0
+        do {
+            try disk.syncDirectory(job.dir)
+            for s in job.segments { try disk.remove(s) } // a segment already gone is no failure
+            try disk.syncDirectory(job.dir)
+            return true
+        } catch {
+            return false
+        }
     }
 }
