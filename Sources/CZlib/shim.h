@@ -42,16 +42,6 @@ __attribute__((target("sse4.2"))) static inline uint32_t mp_crc32c_instruction(u
     while (n--) c32 = __builtin_ia32_crc32qi(c32, *p++);
     return ~c32;
 }
-static inline int mp_crc32c_has_instruction(void) {
-    static int known = -1;
-    int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (k < 0) {
-        unsigned a, b, c, d;
-        k = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_2) ? 1 : 0;
-        __atomic_store_n(&known, k, __ATOMIC_RELAXED);
-    }
-    return k;
-}
 #elif defined(__aarch64__)
 #include <sys/auxv.h>
 __attribute__((target("crc"))) static inline uint32_t mp_crc32c_instruction(uint32_t crc, const void *data, size_t n) {
@@ -65,19 +55,27 @@ __attribute__((target("crc"))) static inline uint32_t mp_crc32c_instruction(uint
     while (n--) c = __builtin_arm_crc32cb(c, *p++);
     return ~c;
 }
+#else
+static inline uint32_t mp_crc32c_instruction(uint32_t crc, const void *data, size_t n) { return mp_crc32c_portable(crc, data, n); }
+#endif
+
+/* Whether the CPU has the instruction: asked once (cpuid can trap to the hypervisor). */
 static inline int mp_crc32c_has_instruction(void) {
     static int known = -1;
     int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
     if (k < 0) {
+#if defined(__x86_64__)
+        unsigned a, b, c, d;
+        k = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_2) ? 1 : 0;
+#elif defined(__aarch64__)
         k = (getauxval(AT_HWCAP) & (1ul << 7)) ? 1 : 0; /* HWCAP_CRC32 */
+#else
+        k = 0;
+#endif
         __atomic_store_n(&known, k, __ATOMIC_RELAXED);
     }
     return k;
 }
-#else
-static inline uint32_t mp_crc32c_instruction(uint32_t crc, const void *data, size_t n) { return mp_crc32c_portable(crc, data, n); }
-static inline int mp_crc32c_has_instruction(void) { return 0; }
-#endif
 
 static inline uint32_t mp_crc32c(uint32_t crc, const void *data, size_t n) {
     return mp_crc32c_has_instruction() ? mp_crc32c_instruction(crc, data, n) : mp_crc32c_portable(crc, data, n);

@@ -5,9 +5,10 @@ import CZlib
 /// ingest read, and the body as received (gzip stays gzip).
 ///
 /// On disk a record is `length` (u32, little endian, of the payload), `crc32c` (u32, of the
-/// payload; zlib's CRC-32 in format 1), then the payload: a type byte, and for a post the kind, the arrival time (i64) and
-/// tagged fields, the body last. A checkpoint segment opens with a `checkpoint` record naming
-/// the segments it replaces and closes its snapshot with `checkpointEnd`.
+/// payload; zlib's CRC-32 in format 1), then the payload: a type byte, and for a post the
+/// kind, the arrival time (i64) and tagged fields, the body last. A checkpoint segment opens
+/// with a `checkpoint` record naming the segments it replaces and closes its snapshot with
+/// `checkpointEnd`.
 public struct JournalRecord: Sendable, Equatable {
     public enum RecordType: UInt8, Sendable { case post = 1, checkpoint = 2, checkpointEnd = 3, compact = 4 }
 
@@ -173,7 +174,7 @@ public struct JournalReader {
         guard format1 || bytes.count >= magic.count && bytes[..<magic.count].elementsEqual(magic) else {
             return Damage(offset: 0, bytes: bytes.count, reason: "not a journal segment of a known version")
         }
-        var at = magic.count
+        var at = format1 ? first.count : magic.count
         while at < bytes.count {
             func damaged(_ why: String) -> Damage { Damage(offset: at, bytes: bytes.count - at, reason: why) }
             guard bytes.count - at >= JournalRecord.frame else {
