@@ -296,8 +296,10 @@ final class ConnectionGuard {
             if let started = c.requestStarted {
                 guard now - started >= Self.rateGraceMillis else { continue }
                 let measured = rate(c, now: now)
-                // Being measured (the sweep attaches the counter at a second old): not judged yet.
-                if measured == nil, minRate > 0, now - started < 2 * Self.rateGraceMillis + sweepInterval { continue }
+                // Being measured (the sweep attaches the counter at a second old, and cuts it
+                // itself if it falls below min_rate): not judged until the first span is over,
+                // however late the sweep timer ran.
+                if measured == nil, minRate > 0 { continue }
                 // Never measured (min_rate off): nothing known of it but its age.
                 let r = measured ?? 0
                 guard r < max(minRate, 1) else { continue }
