@@ -63,8 +63,12 @@ final class TierTests: XCTestCase {
         }.start()
         // The middle tier dies with SIGKILL while posts and batches flow, once it has taken a few
         // sidecar batches (so its journal holds acknowledged ones), and comes back at once.
+        // Not while one of its own batches is between the upstream's 202 and its removal from
+        // the spool: a kill there sends it again after the restart, and the Unleash server
+        // (like this fake) would count it twice. That window is the documented at-least-once
+        // edge (Benchmarks/kill9.py counts such resends); this test is about the rest.
         try waitFor("the middle tier to take sidecar batches") {
-            (value(try scrape(killed), "metrics_proxy_posts_total", ["code": "202"]) ?? 0) >= 4
+            (value(try scrape(killed), "metrics_proxy_posts_total", ["code": "202"]) ?? 0) >= 4 && killed.spooledFiles.isEmpty
         }
         killed.signal(SIGKILL)
         _ = killed.waitForExit()
