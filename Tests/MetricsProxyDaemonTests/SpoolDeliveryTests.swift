@@ -57,8 +57,11 @@ final class SpoolDeliveryTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(proxy.spooledFiles.count, 3, "the closed windows wait on disk")
         // Back.
         try upstream.clearScript()
-        try waitFor("every count upstream", timeout: 30) { Ledger.fromUpstream(try upstream.requests()) == expected }
-        waitFor("the spool to empty") { proxy.spooledFiles.isEmpty }
+        // The spool first: polling the fake's whole record list every few milliseconds would
+        // compete with it while it timestamps the paced replay. The fake records a batch before
+        // its 202, so once the spool is empty every count is there.
+        waitFor("the spool to empty", timeout: 30) { proxy.spooledFiles.isEmpty }
+        try waitFor("every count upstream") { Ledger.fromUpstream(try upstream.requests()) == expected }
 
         let delivered = try upstream.requests(path: "/api/client/metrics/bulk").filter { $0.status == 202 }
         let ids = delivered.map { $0.header("X-Metrics-Proxy-Batch")! }
