@@ -65,8 +65,9 @@ final class TierTests: XCTestCase {
         // sidecar batches (so its journal holds acknowledged ones), and comes back at once.
         // Not while one of its own batches is between the upstream's 202 and its removal from
         // the spool: a kill there sends it again after the restart, and the Unleash server
-        // (like this fake) would count it twice. That window is the documented at-least-once
-        // edge (Benchmarks/kill9.py counts such resends); this test is about the rest.
+        // (like this fake) would count it twice. That is the documented at-least-once edge
+        // (README, "Duplicates are possible"; Tests/Soak/kill9.py counts such resends); this
+        // test is about every other moment.
         try waitFor("the middle tier to take sidecar batches") {
             (value(try scrape(killed), "metrics_proxy_posts_total", ["code": "202"]) ?? 0) >= 4 && killed.spooledFiles.isEmpty
         }
