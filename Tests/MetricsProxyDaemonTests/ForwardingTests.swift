@@ -129,24 +129,31 @@ final class ForwardingTests: XCTestCase {
         try upstream.script([["status": 200, "delay": 1.0, "repeat": -1, "path_prefix": "/api/client/features"]])
         // As many forward slots as clients that leave: each must come back.
         let proxy = try ProxyProcess(config: testConfig(upstream: upstream.url, listen: "forward_max_in_flight = 5"))
-        for _ in 0..<5 {
+        for i in 0..<5 {
+            if i > 0 {
+                try upstream.reset()
+                try upstream.script([["status": 200, "delay": 1.0, "repeat": -1, "path_prefix": "/api/client/features"]])
+            }
             let c = proxy.tcp()
             _ = try c.raw(Array("GET /api/client/features HTTP/1.1\r\nHost: x\r\nAuthorization: \(tokenA)\r\nContent-Length: 0\r\n\r\n".utf8), readResponse: false)
             waitFor("the request upstream") { FakeUpstream.hasRecorded(port: upstream.port, path: "/api/client/features") }
             c.disconnect()
-            try upstream.reset()
-            try upstream.script([["status": 200, "delay": 1.0, "repeat": -1, "path_prefix": "/api/client/features"]])
         }
         XCTAssertEqual(try proxy.tcp().request("GET", "/healthz").status, 200)
         XCTAssertTrue(proxy.process.isRunning)
         // libevent 2.1 notices a client that left only when it writes the answer; the answer
-        // is then dropped with the connection, and nothing else is disturbed. So the check
-        // waits until every delayed answer (1 s after its request) has come back.
-        Thread.sleep(forTimeInterval: 1.3)
-        XCTAssertFalse(proxy.log.contains("level=error"), proxy.log)
+        // is then dropped with the connection, and nothing else is disturbed. So the checks
+        // wait until the last delayed answer (1 s after its request, the others before it) is
+        // sent, and a forward is taken again: all five slots held would be a 503 each time.
         try upstream.clearScript()
-        XCTAssertEqual(try proxy.unix().request("GET", "/api/client/features", headers: [("Authorization", tokenA)]).status, 200,
-                       "the five exchanges whose client left gave their slots back")
+        try waitFor("the last delayed answer sent", timeout: 5) { try upstream.requests(path: "/api/client/features").last?.answered == true }
+        var status = 0
+        waitFor("a forward taken again: the exchanges whose client left gave their slots back", timeout: 5) {
+            status = (try? proxy.unix().request("GET", "/api/client/features", headers: [("Authorization", tokenA)]).status) ?? 0
+            return status == 200
+        }
+        XCTAssertEqual(status, 200)
+        XCTAssertFalse(proxy.log.contains("level=error"), proxy.log)
     }
 
     func testRegisterIsForwardedInMetricsModeAndJoinedInBulkMode() throws {

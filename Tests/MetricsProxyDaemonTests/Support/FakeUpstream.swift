@@ -13,6 +13,8 @@ final class FakeUpstream {
         /// What the fake, acting as the Unleash server, did with the request's impact metrics:
         /// "none", "stored", or "dropped: …" / "aborted: …" / "refused: …" with the reason.
         var impact: String?
+        /// Whether the fake has sent its answer (it records a request before it answers).
+        var answered = false
 
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
         var json: [String: Any] { ((try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]) ?? [:] }
@@ -77,7 +79,7 @@ final class FakeUpstream {
             Recorded(method: d["method"] as? String ?? "", path: d["path"] as? String ?? "",
                      headers: (d["headers"] as? [[String]] ?? []).map { ($0[0], $0[1]) },
                      body: d["body"] as? String ?? "", status: d["status"] as? Int ?? 0, t: d["t"] as? Double ?? 0,
-                     impact: d["impact"] as? String)
+                     impact: d["impact"] as? String, answered: d["answered"] as? Bool ?? false)
         }.filter { path == nil || $0.path == path }
     }
 
