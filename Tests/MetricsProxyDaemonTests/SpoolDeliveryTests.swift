@@ -116,11 +116,14 @@ final class SpoolDeliveryTests: XCTestCase {
             let upstream = try FakeUpstream(port: port)
             let restarted = try ProxyProcess(config: config, name: "restart-\(round)", spoolDir: spool)
             // The window replayed from the journal closes up to one interval (300 ms) after the
-            // start, possibly after the old batches are delivered: wait past it before the spool
-            // can count as drained.
-            let replayedWindowClosed = Date().addingTimeInterval(0.6)
-            waitFor("the spool to drain after restart", timeout: 20) {
-                Date() > replayedWindowClosed && restarted.spooledFiles.isEmpty && restarted.log.contains("batch delivered")
+            // start, possibly after the old batches are delivered: when it holds keys, wait for
+            // its close before the spool can count as drained.
+            let replay = restarted.log.split(separator: "\n").first { $0.contains("event=\"journal replayed\"") } ?? ""
+            let replayedWindowPending = !replay.contains(" keys=0 ")
+            waitFor("the spool to drain after restart (\(replay))", timeout: 20) {
+                let log = restarted.log
+                return (!replayedWindowPending || log.contains("event=\"window closed\""))
+                    && restarted.spooledFiles.isEmpty && log.contains("batch delivered")
             }
             let got = Ledger.fromUpstream(try upstream.requests())
             var all = a
